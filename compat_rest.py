@@ -1,0 +1,370 @@
+"""The documented REST + WebSocket contract (the integration guide), mapped onto the same
+operations as GraphQL. Thin: parse, call resolvers/, shape the answer. No business rules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.requests import HTTPConnection
+
+from models import Conversation as ConversationRow
+from models import Message as MessageRow
+from models import User
+from resolvers import auth, conversations, stats
+from resolvers.clock import as_utc
+from resolvers.errors import AppError, RateLimited, Unauthenticated, ValidationFailed
+from resolvers.health import check as health_check
+from resolvers.services import Services
+
+API_VERSION = "2.0.0"
+
+# ---------------------------------------------------------------- request/response shapes
+
+
+class RegisterBody(BaseModel):
+    username: str = Field(max_length=256)
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1024)
+
+
+class LoginBody(BaseModel):
+    username: str = Field(max_length=256)
+    password: str = Field(max_length=1024)
+
+
+class RefreshBody(BaseModel):
+    refresh_token: str = Field(max_length=512)
+
+
+class LogoutBody(BaseModel):
+    refresh_token: str | None = Field(default=None, max_length=512)
+    everywhere: bool = False
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    refresh_token: str
+    expires_in: int
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    email: str
+    created_at: str
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = None
+    content: str
+    role: Literal["user", "assistant", "system"]
+    timestamp: int | None = None
+    tokens: int | None = Field(default=None, ge=0)
+    model: str | None = None
+
+
+class ConversationIn(BaseModel):
+    """A Conversation as clients send it; `userId` and `updatedAt` are ignored (the owner is
+    the token's user; the server sets updatedAt)."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = None
+    title: str
+    messages: list[MessageIn] = Field(default_factory=list)
+    model: str
+    systemPrompt: str | None = None
+    createdAt: int | None = None
+    updatedAt: int | None = None
+    userId: str | None = None
+
+
+class MessageOut(BaseModel):
+    id: str
+    content: str
+    role: str
+    timestamp: int
+    tokens: int | None = None
+    model: str | None = None
+    status: str | None = None
+
+
+class ConversationOut(BaseModel):
+    id: str
+    title: str
+    messages: list[MessageOut]
+    createdAt: int
+    updatedAt: int
+    model: str
+    systemPrompt: str | None = None
+    userId: str
+
+
+class StatsOut(BaseModel):
+    total_conversations: int
+    total_messages: int
+    total_tokens: int
+    average_messages_per_conversation: float
+
+
+class MessageOnly(BaseModel):
+    message: str
+
+
+# ---------------------------------------------------------------- shaping
+
+
+def message_json(row: MessageRow) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": row.id, "content": row.content, "role": row.role,
+                            "timestamp": row.timestamp}
+    # Extra fields only where they mean something (assistant replies).
+    if row.tokens is not None:
+        data["tokens"] = row.tokens
+    if row.model is not None:
+        data["model"] = row.model
+    if row.status is not None:
+        data["status"] = row.status
+    return data
+
+
+def conversation_json(row: ConversationRow, messages: list[MessageRow]) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": row.id,
+        "title": row.title,
+        "messages": [message_json(message) for message in messages],
+        "createdAt": row.created_at,
+        "updatedAt": row.updated_at,
+        "model": row.model,
+        "userId": row.user_id,
+    }
+    if row.system_prompt is not None:
+        data["systemPrompt"] = row.system_prompt
+    return data
+
+
+def to_input(body: ConversationIn, *, with_id: bool) -> conversations.ConversationInput:
+    return conversations.ConversationInput(
+        id=body.id if with_id else None,
+        title=body.title,
+        model=body.model,
+        system_prompt=body.systemPrompt,
+        created_at=body.createdAt if with_id else None,
+        messages=[
+            conversations.MessageInput(
+                id=m.id, content=m.content, role=m.role, timestamp=m.timestamp,
+                tokens=m.tokens, model=m.model,
+            )
+            for m in body.messages
+        ],
+    )
+
+
+def token_json(pair: auth.TokenPair) -> dict[str, Any]:
+    return {"access_token": pair.access_token, "token_type": pair.token_type,
+            "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}
+
+
+# ---------------------------------------------------------------- dependencies
+
+
+def services_of(connection: HTTPConnection) -> Services:
+    services: Services = connection.app.state.services
+    return services
+
+
+async def db_session(
+    services: Annotated[Services, Depends(services_of)],
+) -> AsyncIterator[AsyncSession]:
+    async with services.db.session() as session:
+        yield session
+
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <access_token>`")
+
+
+async def current_user(
+    services: Annotated[Services, Depends(services_of)],
+    session: Annotated[AsyncSession, Depends(db_session)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    return await auth.authenticate(
+        session, services.security, credentials.credentials if credentials else None
+    )
+
+
+ServicesDep = Annotated[Services, Depends(services_of)]
+SessionDep = Annotated[AsyncSession, Depends(db_session)]
+UserDep = Annotated[User, Depends(current_user)]
+
+# ---------------------------------------------------------------- routes
+
+router = APIRouter()
+
+
+@router.get("/", tags=["meta"], summary="API information")
+async def root() -> dict[str, Any]:
+    return {
+        "name": "AI Chat Studio API",
+        "version": API_VERSION,
+        "status": "running",
+        "endpoints": {
+            "auth": "/api/auth",
+            "chat": "/api/chat",
+            "conversations": "/api/conversations",
+            "models": "/api/models",
+            "stats": "/api/stats",
+            "websocket": "/ws",
+            "graphql": "/graphql",
+            "docs": "/docs",
+            "redoc": "/redoc",
+            "health": "/health",
+        },
+    }
+
+
+@router.get("/health", tags=["meta"], summary="Health check (503 when the database is down)")
+async def health(services: ServicesDep) -> JSONResponse:
+    report = await health_check(services)
+    body = {
+        "status": report.status,
+        "timestamp": report.timestamp.isoformat().replace("+00:00", "Z"),
+        "active_connections": report.active_connections,
+        "total_users": report.total_users,
+        "total_conversations": report.total_conversations,
+        "database": report.database,
+        "redis": report.redis,
+        "version": report.version,
+    }
+    return JSONResponse(body, status_code=200 if report.status == "healthy" else 503)
+
+
+@router.post("/api/auth/register", tags=["auth"], response_model=TokenOut,
+             responses={400: {"description": "Username or email already registered"}})
+async def register(body: RegisterBody, services: ServicesDep,
+                   session: SessionDep) -> dict[str, Any]:
+    """Create an account. Answers with an access token (and a refresh token)."""
+    pair = await auth.register(session, services.security, username=body.username,
+                               email=body.email, password=body.password)
+    return token_json(pair)
+
+
+@router.post("/api/auth/login", tags=["auth"], response_model=TokenOut,
+             responses={401: {"description": "Incorrect username or password"}})
+async def login(body: LoginBody, services: ServicesDep, session: SessionDep) -> dict[str, Any]:
+    """Sign in. An unknown user and a wrong password get the same answer."""
+    pair = await auth.login(session, services.security, username=body.username,
+                            password=body.password)
+    return token_json(pair)
+
+
+@router.post("/api/auth/refresh", tags=["auth"], response_model=TokenOut)
+async def refresh(body: RefreshBody, services: ServicesDep, session: SessionDep) -> dict[str, Any]:
+    """Exchange a refresh token for new tokens. Each refresh token works once."""
+    pair = await auth.refresh(session, services.security, refresh_token=body.refresh_token)
+    return token_json(pair)
+
+
+@router.post("/api/auth/logout", tags=["auth"], response_model=MessageOnly)
+async def logout(body: LogoutBody, services: ServicesDep, session: SessionDep,
+                 user: UserDep) -> dict[str, str]:
+    """Revoke a refresh token, or with `everywhere` every token of yours."""
+    await auth.logout(session, services.security, user, refresh_token=body.refresh_token,
+                      everywhere=body.everywhere)
+    return {"message": "logged out"}
+
+
+@router.get("/api/auth/me", tags=["auth"], response_model=UserOut)
+async def me(user: UserDep) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username, "email": user.email,
+            "created_at": as_utc(user.created_at).isoformat()}
+
+
+@router.get("/api/conversations", tags=["conversations"], response_model=list[ConversationOut])
+async def list_conversations(session: SessionDep, user: UserDep) -> JSONResponse:
+    """Your conversations with their messages, newest `updatedAt` first."""
+    rows = await conversations.list_all(session, user)
+    return JSONResponse([conversation_json(r.conversation, r.messages) for r in rows])
+
+
+@router.post("/api/conversations", tags=["conversations"], response_model=ConversationOut,
+             responses={409: {"description": "You already have a conversation with this id"}})
+async def create_conversation(body: ConversationIn, session: SessionDep,
+                              user: UserDep) -> JSONResponse:
+    stored = await conversations.create(session, user, data=to_input(body, with_id=True))
+    return JSONResponse(conversation_json(stored.conversation, stored.messages))
+
+
+@router.get("/api/conversations/{conversation_id}", tags=["conversations"],
+            response_model=ConversationOut, responses={404: {"description": "Not found"}})
+async def get_conversation(conversation_id: str, session: SessionDep,
+                           user: UserDep) -> JSONResponse:
+    stored = await conversations.get(session, user, conversation_id=conversation_id)
+    return JSONResponse(conversation_json(stored.conversation, stored.messages))
+
+
+@router.put("/api/conversations/{conversation_id}", tags=["conversations"],
+            response_model=ConversationOut, responses={404: {"description": "Not found"}})
+async def update_conversation(conversation_id: str, body: ConversationIn, session: SessionDep,
+                              user: UserDep) -> JSONResponse:
+    """Replace the conversation (title, model, systemPrompt, messages)."""
+    stored = await conversations.replace(session, user, conversation_id=conversation_id,
+                                         data=to_input(body, with_id=False))
+    return JSONResponse(conversation_json(stored.conversation, stored.messages))
+
+
+@router.delete("/api/conversations/{conversation_id}", tags=["conversations"],
+               response_model=MessageOnly, responses={404: {"description": "Not found"}})
+async def delete_conversation(conversation_id: str, session: SessionDep,
+                              user: UserDep) -> dict[str, str]:
+    await conversations.remove(session, user, conversation_id=conversation_id)
+    return {"message": "对话已删除"}
+
+
+@router.get("/api/stats", tags=["stats"], response_model=StatsOut)
+async def get_stats(session: SessionDep, user: UserDep) -> dict[str, Any]:
+    data = await stats.for_user(session, user)
+    return {
+        "total_conversations": data.total_conversations,
+        "total_messages": data.total_messages,
+        "total_tokens": data.total_tokens,
+        "average_messages_per_conversation": data.average_messages_per_conversation,
+    }
+
+
+# ---------------------------------------------------------------- errors
+
+
+def error_response(exc: AppError) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, ValidationFailed):
+        # FastAPI's own 422 shape, so clients parse one format.
+        detail: Any = [{"type": "value_error", "loc": ["body", exc.extra.get("field", "")],
+                        "msg": exc.message, "input": None}]
+    else:
+        detail = exc.message
+    body: dict[str, Any] = {"detail": detail}
+    if "available" in exc.extra:
+        body["available"] = exc.extra["available"]
+    return JSONResponse(body, status_code=exc.http_status, headers=headers)
+
+
+async def _app_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return error_response(exc)
+
+
+def install(app: FastAPI) -> None:
+    """Mount the REST routes and the one AppError → HTTP status mapping."""
+    app.include_router(router)
+    app.add_exception_handler(AppError, _app_error_handler)

@@ -1,0 +1,191 @@
+"""Auth operations: register, login, refresh, logout, and resolving a token to its user."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models import RefreshToken, User
+from resolvers import validation
+from resolvers.clock import now_ms, utcnow
+from resolvers.errors import InvalidCredentials, NotFound, Unauthenticated, UsernameTaken
+from resolvers.security import Security
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int  # seconds until the access token expires
+    user: User
+    token_type: str = "bearer"
+
+
+class UserGone(NotFound):
+    default_message = "User not found"
+
+
+async def _issue(
+    session: AsyncSession, security: Security, user: User, *, family_id: str | None = None
+) -> TokenPair:
+    access, expires_in = security.create_access_token(user.id, user.token_generation)
+    refresh = security.new_refresh_token()
+    now = now_ms()
+    session.add(
+        RefreshToken(
+            id=str(uuid.uuid4()),
+            user_id=user.id,
+            family_id=family_id or str(uuid.uuid4()),
+            token_hash=security.hash_refresh_token(refresh),
+            created_at=now,
+            expires_at=now + security.settings.refresh_token_expire_days * 86_400_000,
+        )
+    )
+    await session.commit()
+    return TokenPair(access_token=access, refresh_token=refresh, expires_in=expires_in, user=user)
+
+
+async def register(
+    session: AsyncSession, security: Security, *, username: str, email: str, password: str
+) -> TokenPair:
+    """Create an account and sign it in. Username and email are unique (case-insensitive)."""
+    username = validation.username(username)
+    email = validation.email(email)
+    password = validation.password(password)
+    taken = await session.exec(
+        select(User.username_key, User.email).where(
+            (User.username_key == username.lower()) | (User.email == email)
+        )
+    )
+    for row_username, _ in taken.all():
+        if row_username == username.lower():
+            raise UsernameTaken("Username already registered")
+        raise UsernameTaken("Email already registered")
+    password_hash = await asyncio.to_thread(security.hash_password, password)
+    user = User(
+        id=f"user_{uuid.uuid4().hex[:16]}",
+        username=username,
+        username_key=username.lower(),
+        email=email,
+        password_hash=password_hash,
+        created_at=utcnow(),
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # lost a race with a concurrent registration
+        await session.rollback()
+        raise UsernameTaken("Username or email already registered") from exc
+    return await _issue(session, security, user)
+
+
+async def login(
+    session: AsyncSession, security: Security, *, username: str, password: str
+) -> TokenPair:
+    """Same answer, in about the same time, for an unknown user and a wrong password."""
+    user = (
+        await session.exec(select(User).where(User.username_key == username.strip().lower()))
+    ).first()
+    ok = await asyncio.to_thread(
+        security.verify_password, password[: validation.PASSWORD_MAX * 4],
+        user.password_hash if user else None,
+    )
+    if user is None or not ok:
+        raise InvalidCredentials()
+    return await _issue(session, security, user)
+
+
+async def authenticate(session: AsyncSession, security: Security, token: str | None) -> User:
+    """The user an access token belongs to; raises Unauthenticated or UserGone."""
+    if not token:
+        raise Unauthenticated("Not authenticated")
+    claims = security.decode_access_token(token)
+    user = await session.get(User, claims.user_id)
+    if user is None:
+        raise UserGone()
+    if claims.generation != user.token_generation:
+        raise Unauthenticated("Token has been revoked")
+    return user
+
+
+async def refresh(session: AsyncSession, security: Security, *, refresh_token: str) -> TokenPair:
+    """Rotate a refresh token. Presenting one that was already rotated revokes its family:
+    somebody holds a copy, and we cannot tell which holder is legitimate."""
+    token_hash = security.hash_refresh_token(refresh_token)
+    row = (
+        await session.exec(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
+    ).first()
+    now = now_ms()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        raise Unauthenticated("Invalid refresh token")
+    if row.rotated_at is not None:
+        await session.exec(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == row.family_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        await session.commit()
+        raise Unauthenticated("Refresh token reuse detected; please sign in again")
+    # Guarded update: of two concurrent uses of one token, exactly one wins.
+    result = await session.exec(
+        update(RefreshToken)
+        .where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None))
+        .values(rotated_at=now)
+    )
+    if result.rowcount != 1:
+        await session.rollback()
+        raise Unauthenticated("Invalid refresh token")
+    user = await session.get(User, row.user_id)
+    if user is None:
+        raise UserGone()
+    return await _issue(session, security, user, family_id=row.family_id)
+
+
+async def logout(
+    session: AsyncSession,
+    security: Security,
+    actor: User,
+    *,
+    refresh_token: str | None = None,
+    everywhere: bool = False,
+) -> None:
+    """Revoke one refresh token's family, or (everywhere) all the user's tokens, access
+    tokens included: they carry a generation that no longer matches."""
+    now = now_ms()
+    if everywhere:
+        await session.exec(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == actor.id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        await session.exec(
+            update(User)
+            .where(User.id == actor.id)
+            .values(token_generation=User.token_generation + 1)
+        )
+    elif refresh_token:
+        row = (
+            await session.exec(
+                select(RefreshToken).where(
+                    RefreshToken.token_hash == security.hash_refresh_token(refresh_token),
+                    RefreshToken.user_id == actor.id,
+                )
+            )
+        ).first()
+        if row is not None:
+            await session.exec(
+                update(RefreshToken)
+                .where(RefreshToken.family_id == row.family_id, RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+    await session.commit()
+
+
+async def count_users(session: AsyncSession) -> int:
+    return int((await session.exec(select(func.count()).select_from(User))).one())

@@ -1,0 +1,102 @@
+"""The provider interface: one async stream of text chunks, then the final usage.
+
+Every provider (embedded llama.cpp, OpenAI-compatible, Anthropic, Gemini) implements
+`Provider`. The chat operation (resolvers/chat.py) is the only caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    model: str  # the provider's own model name (no "provider/" prefix)
+    messages: list[ChatMessage]  # system prompt, if any, is the first message with role "system"
+    temperature: float = 0.7
+    max_tokens: int = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The last item of every successful stream."""
+
+    prompt_tokens: int
+    completion_tokens: int  # what the provider reports for the reply
+    finish_reason: str = "stop"  # "stop" | "length" | "stopped" (our stop signal)
+
+
+StreamItem = TextChunk | Finished
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    id: str  # public id used by clients, e.g. "smollm2-135m-instruct", "gpt-4o-mini"
+    provider: str  # "embedded" | "openai" | "anthropic" | "gemini"
+    name: str = ""  # human-friendly
+    context_length: int | None = None
+
+
+class ProviderError(Exception):
+    """Upstream failed: HTTP error, malformed stream, died mid-stream.
+
+    `message` is safe to show to the user (the provider's own error text, never a traceback,
+    never an API key). `timeout` marks connect timeouts and stalls (REST answers 504).
+    """
+
+    def __init__(self, message: str, *, provider: str, status: int | None = None,
+                 timeout: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.timeout = timeout
+
+
+@dataclass(slots=True)
+class StopSignal:
+    """Set by stopChat / WS `stop`; a provider checks it between chunks and ends within one."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def set(self) -> None:
+        self.event.set()
+
+    @property
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+class Provider(Protocol):
+    name: str
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Models this provider serves right now."""
+        ...
+
+    def stream(self, request: GenerationRequest, stop: StopSignal) -> AsyncIterator[StreamItem]:
+        """Yield TextChunk items as they are produced, then exactly one Finished.
+
+        When `stop` is set, end within one chunk and yield Finished(finish_reason="stopped").
+        Raise ProviderError for any upstream failure (before or during the stream).
+        """
+        ...
+
+    async def aclose(self) -> None:
+        ...

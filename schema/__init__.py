@@ -1,0 +1,35 @@
+"""The GraphQL face: Strawberry types, fields, subscriptions and context.
+
+Naming: in Strawberry a "resolver" is a field function; here those are called *fields*, and
+`resolvers/` is the business layer they call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from schema.errors import ErrorCodes
+from schema.mutations import Mutation
+from schema.queries import Query
+from schema.scalars import SCALAR_MAP
+
+
+class Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # ErrorCodes already logged what was unexpected; client mistakes are not server logs.
+        return None
+
+
+def build_schema(**kwargs: Any) -> Schema:
+    return Schema(query=Query, mutation=Mutation, extensions=[ErrorCodes],
+                  config=StrawberryConfig(scalar_map=SCALAR_MAP), **kwargs)
+
+
+schema = build_schema()

@@ -1,0 +1,99 @@
+"""Mutation fields: thin wrappers over resolvers/ operations."""
+
+from __future__ import annotations
+
+import strawberry
+
+from resolvers import auth, conversations
+from schema.queries import ctx
+from schema.types import AuthPayload, Conversation, ConversationInput, LoginInput, RegisterInput
+
+
+def to_operation_input(
+    data: ConversationInput, *, with_id: bool
+) -> conversations.ConversationInput:
+    return conversations.ConversationInput(
+        title=data.title,
+        model=data.model,
+        system_prompt=data.system_prompt,
+        id=str(data.id) if with_id and data.id is not None else None,
+        created_at=int(data.created_at) if data.created_at is not None else None,
+        messages=[
+            conversations.MessageInput(
+                content=message.content, role=message.role.value,
+                id=str(message.id) if message.id is not None else None,
+                timestamp=int(message.timestamp) if message.timestamp is not None else None,
+            )
+            for message in data.messages
+        ],
+    )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Create an account; returns tokens.")
+    async def register(self, info: strawberry.Info, input: RegisterInput) -> AuthPayload:
+        context = ctx(info)
+        pair = await auth.register(
+            await context.session(), context.services.security,
+            username=input.username, email=input.email, password=input.password,
+        )
+        return AuthPayload.from_pair(pair)
+
+    @strawberry.mutation(description="Sign in; unknown user and wrong password answer alike.")
+    async def login(self, info: strawberry.Info, input: LoginInput) -> AuthPayload:
+        context = ctx(info)
+        pair = await auth.login(
+            await context.session(), context.services.security,
+            username=input.username, password=input.password,
+        )
+        return AuthPayload.from_pair(pair)
+
+    @strawberry.mutation(description="Rotate a refresh token (each can be used once).")
+    async def refresh_token(self, info: strawberry.Info, refresh_token: str) -> AuthPayload:
+        context = ctx(info)
+        pair = await auth.refresh(
+            await context.session(), context.services.security, refresh_token=refresh_token
+        )
+        return AuthPayload.from_pair(pair)
+
+    @strawberry.mutation(description="Revoke a refresh token, or every session of yours.")
+    async def logout(
+        self, info: strawberry.Info, refresh_token: str | None = None, everywhere: bool = False
+    ) -> bool:
+        context = ctx(info)
+        await auth.logout(
+            await context.session(), context.services.security, await context.actor(),
+            refresh_token=refresh_token, everywhere=everywhere,
+        )
+        return True
+
+    @strawberry.mutation
+    async def create_conversation(
+        self, info: strawberry.Info, input: ConversationInput
+    ) -> Conversation:
+        context = ctx(info)
+        stored = await conversations.create(
+            await context.session(), await context.actor(),
+            data=to_operation_input(input, with_id=True),
+        )
+        return Conversation.from_model(stored.conversation, stored.messages)
+
+    @strawberry.mutation(description="Replace title, model, system prompt and messages.")
+    async def update_conversation(
+        self, info: strawberry.Info, id: strawberry.ID, input: ConversationInput
+    ) -> Conversation:
+        context = ctx(info)
+        stored = await conversations.replace(
+            await context.session(), await context.actor(), conversation_id=str(id),
+            data=to_operation_input(input, with_id=False),
+        )
+        return Conversation.from_model(stored.conversation, stored.messages)
+
+    @strawberry.mutation
+    async def delete_conversation(self, info: strawberry.Info, id: strawberry.ID) -> bool:
+        context = ctx(info)
+        await conversations.remove(
+            await context.session(), await context.actor(), conversation_id=str(id)
+        )
+        return True

@@ -1,0 +1,73 @@
+"""Query fields. Each is thin: parse, call an operation in resolvers/, shape the answer."""
+
+from __future__ import annotations
+
+import strawberry
+
+from resolvers import conversations, stats
+from resolvers.health import check as health_check
+from schema.context import Context
+from schema.types import (
+    Conversation,
+    ConversationConnection,
+    ConversationEdge,
+    Health,
+    PageInfo,
+    Stats,
+    User,
+)
+
+
+def ctx(info: strawberry.Info) -> Context:
+    context: Context = info.context
+    return context
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Server state; no authentication needed.")
+    async def health(self, info: strawberry.Info) -> Health:
+        report = await health_check(ctx(info).services)
+        return Health(
+            status=report.status, timestamp=report.timestamp,
+            active_connections=report.active_connections, total_users=report.total_users,
+            total_conversations=report.total_conversations, database=report.database,
+            redis=report.redis, version=report.version,
+        )
+
+    @strawberry.field(description="The authenticated user.")
+    async def me(self, info: strawberry.Info) -> User:
+        return User.from_model(await ctx(info).actor())
+
+    @strawberry.field(description="Your conversations, newest first, cursor-paged (first ≤ 100).")
+    async def conversations(
+        self, info: strawberry.Info, first: int = 50, after: str | None = None
+    ) -> ConversationConnection:
+        context = ctx(info)
+        page = await conversations.list_page(
+            await context.session(), await context.actor(), first=first, after=after
+        )
+        edges = [
+            ConversationEdge(cursor=conversations.cursor_of(row), node=Conversation.from_model(row))
+            for row in page.items
+        ]
+        return ConversationConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+            total_count=page.total_count,
+        )
+
+    @strawberry.field(description="One of your conversations; null when absent or not yours.")
+    async def conversation(self, info: strawberry.Info, id: strawberry.ID) -> Conversation | None:
+        context = ctx(info)
+        row = await conversations.find(
+            await context.session(), await context.actor(), conversation_id=str(id)
+        )
+        return Conversation.from_model(row) if row else None
+
+    @strawberry.field(description="Statistics over your own data.")
+    async def stats(self, info: strawberry.Info) -> Stats:
+        context = ctx(info)
+        return Stats.from_data(
+            await stats.for_user(await context.session(), await context.actor())
+        )

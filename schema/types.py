@@ -1,0 +1,185 @@
+"""Strawberry types, built explicitly from the stored models (never the tables themselves,
+so a column such as users.password_hash can never leak)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+
+from models import Conversation as ConversationRow
+from models import Message as MessageRow
+from models import User as UserRow
+from resolvers.auth import TokenPair
+from resolvers.clock import as_utc
+from resolvers.stats import Stats as StatsData
+from schema.scalars import Timestamp
+
+
+@strawberry.type
+class User:
+    id: strawberry.ID
+    username: str
+    email: str
+    created_at: datetime
+
+    @classmethod
+    def from_model(cls, row: UserRow) -> User:
+        return cls(id=strawberry.ID(row.id), username=row.username, email=row.email,
+                   created_at=as_utc(row.created_at))
+
+
+@strawberry.enum
+class Role(Enum):
+    # Lower-case names: the same values as the REST contract's "role".
+    user = "user"
+    assistant = "assistant"
+    system = "system"
+
+
+@strawberry.type
+class Message:
+    id: strawberry.ID
+    content: str
+    role: Role
+    timestamp: Timestamp
+    tokens: int | None = None
+    model: str | None = None
+    status: str | None = strawberry.field(
+        default=None, description="For server-generated replies: complete, stopped or error"
+    )
+
+    @classmethod
+    def from_model(cls, row: MessageRow) -> Message:
+        return cls(id=strawberry.ID(row.id), content=row.content, role=Role(row.role),
+                   timestamp=Timestamp(row.timestamp), tokens=row.tokens, model=row.model,
+                   status=row.status)
+
+
+@strawberry.type
+class Conversation:
+    id: strawberry.ID
+    title: str
+    model: str
+    system_prompt: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    user_id: strawberry.ID
+    _pk: strawberry.Private[str]
+    _messages: strawberry.Private[list[MessageRow] | None] = None
+
+    @strawberry.field(description="Messages in order; batched across conversations.")
+    async def messages(self, info: strawberry.Info) -> list[Message]:
+        rows = self._messages
+        if rows is None:
+            rows = await info.context.loaders.messages.load(self._pk)
+        return [Message.from_model(row) for row in rows]
+
+    @classmethod
+    def from_model(cls, row: ConversationRow,
+                   messages: list[MessageRow] | None = None) -> Conversation:
+        return cls(id=strawberry.ID(row.id), title=row.title, model=row.model,
+                   system_prompt=row.system_prompt, created_at=Timestamp(row.created_at),
+                   updated_at=Timestamp(row.updated_at), user_id=strawberry.ID(row.user_id),
+                   _pk=row.pk, _messages=messages)
+
+
+@strawberry.type
+class ConversationEdge:
+    cursor: str
+    node: Conversation
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class ConversationConnection:
+    edges: list[ConversationEdge]
+    page_info: PageInfo
+    total_count: int
+
+    @strawberry.field
+    def nodes(self) -> list[Conversation]:
+        return [edge.node for edge in self.edges]
+
+
+@strawberry.type
+class Stats:
+    total_conversations: int
+    total_messages: int
+    total_tokens: int
+    average_messages_per_conversation: float
+
+    @classmethod
+    def from_data(cls, data: StatsData) -> Stats:
+        return cls(total_conversations=data.total_conversations,
+                   total_messages=data.total_messages, total_tokens=data.total_tokens,
+                   average_messages_per_conversation=data.average_messages_per_conversation)
+
+
+@strawberry.type
+class Health:
+    status: str
+    timestamp: datetime
+    active_connections: int
+    total_users: int
+    total_conversations: int
+    database: str
+    redis: str | None
+    version: str
+
+
+@strawberry.type
+class AuthPayload:
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: int
+    user: User
+
+    @classmethod
+    def from_pair(cls, pair: TokenPair) -> AuthPayload:
+        return cls(access_token=pair.access_token, refresh_token=pair.refresh_token,
+                   token_type=pair.token_type, expires_in=pair.expires_in,
+                   user=User.from_model(pair.user))
+
+
+@strawberry.input
+class RegisterInput:
+    username: str
+    email: str
+    password: str
+
+
+@strawberry.input
+class LoginInput:
+    username: str
+    password: str
+
+
+@strawberry.input
+class MessageInput:
+    content: str
+    role: Role
+    id: strawberry.ID | None = None
+    timestamp: Timestamp | None = None
+
+
+@strawberry.input
+class ConversationInput:
+    title: str
+    model: str
+    messages: list[MessageInput] = strawberry.field(default_factory=list)
+    id: strawberry.ID | None = strawberry.field(
+        default=None, description="Client-chosen id (createConversation only)"
+    )
+    system_prompt: str | None = None
+    created_at: Timestamp | None = strawberry.field(
+        default=None, description="Kept from creation; ignored by updateConversation"
+    )
+

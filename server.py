@@ -1,0 +1,82 @@
+"""Assembly: create_app(), the lifespan, mounting. Nothing else.
+
+Run: `uvicorn server:create_app --factory` or `python -m server` (reads HOST/PORT/WORKERS).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+from strawberry.fastapi import GraphQLRouter
+
+import compat_rest
+from resolvers.broker import make_broker
+from resolvers.db import Database
+from resolvers.migrate import upgrade
+from resolvers.security import Security
+from resolvers.services import Services
+from resolvers.settings import Settings
+from schema import schema
+from schema.context import get_context
+
+log = logging.getLogger("chat_studio.server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        db = Database(settings.effective_database_url, echo=settings.db_echo)
+        await upgrade(db.engine)
+        broker = make_broker(settings.redis_url or None,
+                             retention_seconds=settings.reply_retention_seconds)
+        services = Services(settings=settings, db=db, security=Security(settings), broker=broker)
+        app.state.services = services
+        log.info("ready in %.2fs (database: %s)", time.perf_counter() - started, db.dialect)
+        try:
+            yield
+        finally:
+            await broker.aclose()
+            await db.dispose()
+
+    app = FastAPI(
+        title="AI Chat Studio API",
+        version=compat_rest.API_VERSION,
+        description="The documented REST contract. GraphQL (with GraphiQL) is at /graphql.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+    )
+    compat_rest.install(app)
+    graphql: GraphQLRouter[object, None] = GraphQLRouter(
+        schema, context_getter=get_context, graphql_ide="graphiql"
+    )
+    app.include_router(graphql, prefix="/graphql")
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level)
+    uvicorn.run("server:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level=settings.log_level.lower())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Shared fixtures: one test body over SQLite and PostgreSQL, real HTTP via uvicorn.
+
+PostgreSQL: TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test). With CI set
+the PostgreSQL variants must run: an unreachable server fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+
+from resolvers.broker import make_broker
+from resolvers.db import Database
+from resolvers.migrate import upgrade
+from resolvers.security import Security
+from resolvers.services import Services
+from resolvers.settings import Settings
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = bool(os.environ.get("CI"))
+TABLES = ["token_usage", "refresh_tokens", "messages", "conversations", "users"]
+
+
+def _unreachable(kind: str, error: BaseException) -> None:
+    message = f"{kind} is not reachable ({error})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI must run the {kind} suites (.ci/run starts it)")
+    pytest.skip(f"{message}; start it to run these tests")
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh database for this test session, migrated once; dropped at the end."""
+    name = f"chatstudio_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        _unreachable("PostgreSQL", exc)
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    url = f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+
+    async def migrate() -> None:
+        db = Database(url)
+        await upgrade(db.engine)
+        await db.dispose()
+
+    asyncio.run(migrate())
+    yield url
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
+    url: str = request.getfixturevalue("postgres_database")
+
+    async def truncate() -> None:
+        db = Database(url)
+        async with db.engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        await db.dispose()
+
+    asyncio.run(truncate())
+    return url
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "data_dir": tmp_path / "data",
+        "secret_key": "test-secret-key-" + "x" * 32,
+        # Cheap argon2 so a test registering users stays fast; production keeps the defaults.
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 1024,
+        "argon2_parallelism": 1,
+        "embedded_model_enabled": False,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url=database_url)
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    """The service container without any transport: for tests of resolvers/."""
+    db = Database(settings.effective_database_url)
+    await upgrade(db.engine)
+    broker = make_broker(None)
+    try:
+        yield Services(settings=settings, db=db, security=Security(settings), broker=broker)
+    finally:
+        await broker.aclose()
+        await db.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """The real app under uvicorn on a real port, in a thread with its own event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        from server import create_app
+
+        self.port = free_port()
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on", ws_max_size=4 * 1024 * 1024)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    server = LiveServer(settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def client(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        yield http
+
+
+async def register(http: httpx.AsyncClient, username: str | None = None,
+                   password: str = "correct horse battery") -> dict[str, str]:
+    """Register a fresh user over REST; returns the token response plus username/headers."""
+    username = username or f"user{uuid.uuid4().hex[:8]}"
+    response = await http.post("/api/auth/register", json={
+        "username": username, "email": f"{username}@example.com", "password": password})
+    assert response.status_code == 200, response.text
+    data: dict[str, str] = response.json()
+    data["username"] = username
+    return data
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
