@@ -59,7 +59,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
-    WORKERS=4 \
+    WORKERS=1 \
     DATA_DIR=/data \
     ENVIRONMENT=production
 
@@ -77,6 +77,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)" || exit 1
 
+# WORKERS defaults to 1 because the app refuses WORKERS>1 without REDIS_URL (each worker would
+# see only its own WebSockets); docker-compose.yml sets REDIS_URL and WORKERS=4.
 # Shell form so $WORKERS etc. come from the environment; exec so uvicorn is PID 1 and gets SIGTERM.
 # Behind a proxy on another host/container, set FORWARDED_ALLOW_IPS (read by uvicorn itself).
 CMD ["sh", "-c", "exec uvicorn server:create_app --factory --host \"$HOST\" --port \"$PORT\" --workers \"$WORKERS\""]
