@@ -3,11 +3,12 @@ operations as GraphQL. Thin: parse, call resolvers/, shape the answer. No busine
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -16,7 +17,7 @@ from starlette.requests import HTTPConnection
 from models import Conversation as ConversationRow
 from models import Message as MessageRow
 from models import User
-from resolvers import auth, conversations, stats
+from resolvers import auth, chat, conversations, stats
 from resolvers.clock import as_utc
 from resolvers.errors import AppError, RateLimited, Unauthenticated, ValidationFailed
 from resolvers.health import check as health_check
@@ -116,6 +117,48 @@ class StatsOut(BaseModel):
 
 class MessageOnly(BaseModel):
     message: str
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = None
+    content: str
+    role: Literal["user", "assistant", "system"]
+    timestamp: int | None = None
+
+
+class ChatRequest(BaseModel):
+    """The guide's ChatRequest plus additive fields (conversation_id, request_id,
+    system_prompt)."""
+
+    model_config = ConfigDict(extra="ignore")
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    model: str | None = None
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(2048, ge=1, le=4096)
+    stream: bool = False
+    conversation_id: str | None = None
+    request_id: str | None = None
+    system_prompt: str | None = None
+
+
+class ChatOut(BaseModel):
+    content: str
+    tokens: int
+    model: str
+    request_id: str
+    finish_reason: str
+
+
+class ModelOut(BaseModel):
+    id: str
+    provider: str
+    name: str
+    default: bool
+
+
+class StopOut(BaseModel):
+    stopped: bool
 
 
 # ---------------------------------------------------------------- shaping
@@ -336,6 +379,91 @@ async def get_stats(session: SessionDep, user: UserDep) -> dict[str, Any]:
         "total_tokens": data.total_tokens,
         "average_messages_per_conversation": data.average_messages_per_conversation,
     }
+
+
+@router.get("/api/models", tags=["chat"], response_model=list[ModelOut])
+async def list_models(services: ServicesDep, _user: UserDep) -> list[dict[str, Any]]:
+    """Models chat can use right now (the embedded one always; providers with a key)."""
+    default = await services.chat.default_model()
+    return [{"id": m.id, "provider": m.provider, "name": m.name or m.id,
+             "default": m.id == default} for m in await services.chat.models()]
+
+
+def chat_params(body: ChatRequest) -> chat.ChatParams:
+    return chat.ChatParams(
+        messages=[chat.ChatMessageInput(role=m.role, content=m.content, id=m.id,
+                                        timestamp=m.timestamp) for m in body.messages],
+        model=body.model, temperature=body.temperature, max_tokens=body.max_tokens,
+        conversation_id=body.conversation_id, request_id=body.request_id,
+        system_prompt=body.system_prompt,
+    )
+
+
+def sse(seq: int, event: dict[str, Any]) -> bytes:
+    return f"id: {seq}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def event_stream(services: Services, user: User, request_id: str,
+                       after: int) -> StreamingResponse | JSONResponse:
+    """SSE of a reply's events. An error before any chunk becomes a plain 502/504 answer,
+    so a client sees the failure in the status code when it still can."""
+    events = services.chat.events(user, request_id, after=after)
+    first_seq, first = await anext(events)
+    if first["type"] == "error" and after == 0:
+        await events.aclose()
+        return error_response(chat.error_of(first))
+
+    async def body() -> AsyncIterator[bytes]:
+        # A client that hangs up only stops this reader; the reply is still generated and
+        # kept by its own task.
+        try:
+            yield sse(first_seq, first)
+            async for seq, event in events:
+                yield sse(seq, event)
+        finally:
+            await events.aclose()
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.post("/api/chat", tags=["chat"], response_model=ChatOut, responses={
+    200: {"content": {"text/event-stream": {}},
+          "description": "The reply, or with `stream: true` an SSE stream of chat_chunk events "
+                         "then chat_complete (or error); each event has an `id:` to resume."},
+    400: {"description": "Unknown model (the answer lists the available ones)"},
+    502: {"description": "The provider failed"}, 504: {"description": "The provider timed out"},
+})
+async def post_chat(body: ChatRequest, services: ServicesDep, user: UserDep) -> Any:
+    """Chat with a model. With `conversation_id`, the user's message and the reply are kept
+    in that conversation by the server, even if the client goes away mid-reply."""
+    params = chat_params(body)
+    if not body.stream:
+        result = await services.chat.complete(user, params)
+        return {"content": result.content, "tokens": result.tokens, "model": result.model,
+                "request_id": result.request_id, "finish_reason": result.finish_reason}
+    handle = await services.chat.start(user, params)
+    return await event_stream(services, user, handle.request_id, 0)
+
+
+@router.get("/api/chat/{request_id}/events", tags=["chat"], responses={
+    200: {"content": {"text/event-stream": {}}}, 404: {"description": "Unknown or not yours"}})
+async def resume_chat(request_id: str, services: ServicesDep, user: UserDep,
+                      after: int = 0,
+                      last_event_id: Annotated[str | None, Header()] = None) -> Any:
+    """Resume a reply's SSE stream after its last received event (`Last-Event-ID` header or
+    `?after=`); the rest arrives exactly once, then the completion."""
+    if last_event_id and last_event_id.strip().isdigit():
+        after = max(after, int(last_event_id.strip()))
+    return await event_stream(services, user, request_id, after)
+
+
+@router.post("/api/chat/{request_id}/stop", tags=["chat"], response_model=StopOut)
+async def stop_chat(request_id: str, services: ServicesDep, user: UserDep) -> dict[str, bool]:
+    """Stop a reply; what was generated so far is kept."""
+    return {"stopped": await services.chat.stop(user, request_id)}
 
 
 # ---------------------------------------------------------------- errors

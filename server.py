@@ -16,11 +16,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from strawberry.fastapi import GraphQLRouter
 
 import compat_rest
-from resolvers.broker import make_broker
-from resolvers.db import Database
-from resolvers.migrate import upgrade
-from resolvers.security import Security
-from resolvers.services import Services
+from resolvers.assembly import running_services
 from resolvers.settings import Settings
 from schema import schema
 from schema.context import get_context
@@ -34,18 +30,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
-        db = Database(settings.effective_database_url, echo=settings.db_echo)
-        await upgrade(db.engine)
-        broker = make_broker(settings.redis_url or None,
-                             retention_seconds=settings.reply_retention_seconds)
-        services = Services(settings=settings, db=db, security=Security(settings), broker=broker)
-        app.state.services = services
-        log.info("ready in %.2fs (database: %s)", time.perf_counter() - started, db.dialect)
-        try:
+        async with running_services(settings) as services:
+            app.state.services = services
+            log.info("ready in %.2fs (database: %s)", time.perf_counter() - started,
+                     services.db.dialect)
             yield
-        finally:
-            await broker.aclose()
-            await db.dispose()
 
     app = FastAPI(
         title="AI Chat Studio API",

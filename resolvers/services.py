@@ -5,8 +5,8 @@ Built by server.py's lifespan (never at import time), so tests can build one per
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from resolvers.db import Database
 from resolvers.security import Security
@@ -14,6 +14,7 @@ from resolvers.settings import Settings
 
 if TYPE_CHECKING:
     from resolvers.broker import Broker
+    from resolvers.chat import Chat
 
 
 @dataclass
@@ -22,5 +23,4 @@ class Services:
     db: Database
     security: Security
     broker: Broker
-    # Filled in by the chat wiring (resolvers/chat.py); typed loosely to keep this leaf small.
-    extras: dict[str, Any] = field(default_factory=dict)
+    chat: Chat

@@ -11,11 +11,13 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from schema.chat import ChatMutation, ChatQuery
 from schema.errors import ErrorCodes
-from schema.mutations import Mutation
-from schema.queries import Query
+from schema.mutations import Mutation as CoreMutation
+from schema.queries import Query as CoreQuery
 from schema.scalars import SCALAR_MAP
 
 
@@ -25,6 +27,10 @@ class Schema(strawberry.Schema):
     ) -> None:
         # ErrorCodes already logged what was unexpected; client mistakes are not server logs.
         return None
+
+
+Query = merge_types("Query", (CoreQuery, ChatQuery))
+Mutation = merge_types("Mutation", (CoreMutation, ChatMutation))
 
 
 def build_schema(**kwargs: Any) -> Schema:

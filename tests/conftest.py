@@ -22,10 +22,9 @@ import pytest
 import uvicorn
 from sqlalchemy import text
 
-from resolvers.broker import make_broker
+from resolvers.assembly import running_services
 from resolvers.db import Database
 from resolvers.migrate import upgrade
-from resolvers.security import Security
 from resolvers.services import Services
 from resolvers.settings import Settings
 
@@ -109,14 +108,8 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 @pytest.fixture
 async def services(settings: Settings) -> AsyncIterator[Services]:
     """The service container without any transport: for tests of resolvers/."""
-    db = Database(settings.effective_database_url)
-    await upgrade(db.engine)
-    broker = make_broker(None)
-    try:
-        yield Services(settings=settings, db=db, security=Security(settings), broker=broker)
-    finally:
-        await broker.aclose()
-        await db.dispose()
+    async with running_services(settings) as built:
+        yield built
 
 
 def free_port() -> int:

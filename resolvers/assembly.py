@@ -1,0 +1,64 @@
+"""Build and tear down the service container (used by server.py's lifespan and by tests)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from resolvers.broker import make_broker
+from resolvers.chat import Chat
+from resolvers.db import Database
+from resolvers.llm.base import Provider
+from resolvers.llm.registry import LLMConfig, ProviderRegistry
+from resolvers.migrate import upgrade
+from resolvers.security import Security
+from resolvers.services import Services
+from resolvers.settings import Settings
+
+log = logging.getLogger("chat_studio.server")
+
+
+def llm_config(settings: Settings) -> LLMConfig:
+    return LLMConfig(
+        openai_api_key=settings.openai_api_key or None,
+        openai_base_url=settings.openai_base_url,
+        openai_models=settings.openai_models,
+        anthropic_api_key=settings.anthropic_api_key or None,
+        anthropic_base_url=settings.anthropic_base_url,
+        anthropic_models=settings.anthropic_models,
+        gemini_api_key=settings.gemini_api_key or None,
+        gemini_base_url=settings.gemini_base_url,
+        gemini_models=settings.gemini_models,
+        embedded_enabled=settings.embedded_model_enabled,
+        embedded_model_path=settings.embedded_model_path or None,
+        embedded_threads=settings.embedded_threads or None,
+        default_model=settings.default_model or None,
+        connect_timeout=settings.provider_connect_timeout,
+        stall_timeout=settings.provider_stall_timeout,
+    )
+
+
+@asynccontextmanager
+async def running_services(
+    settings: Settings, *, providers: Iterable[Provider] | None = None
+) -> AsyncIterator[Services]:
+    """Database (migrated), broker, security, model registry and chat for one process."""
+    db = Database(settings.effective_database_url, echo=settings.db_echo)
+    broker = make_broker(settings.redis_url or None,
+                         retention_seconds=settings.reply_retention_seconds)
+    registry = ProviderRegistry(llm_config(settings), providers=providers)
+    chat = Chat(db=db, broker=broker, registry=registry)
+    try:
+        await upgrade(db.engine)
+        embedded = registry.providers.get("embedded")
+        load = getattr(embedded, "load", None)
+        if load is not None:
+            seconds = await load()
+            log.info("embedded model loaded in %.2fs", seconds)
+        yield Services(settings=settings, db=db, security=Security(settings), broker=broker,
+                       chat=chat)
+    finally:
+        await chat.aclose()
+        await broker.aclose()
+        await db.dispose()

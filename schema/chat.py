@@ -1,0 +1,91 @@
+"""Chat fields: models, chat, stopChat (subscriptions live in schema/subscriptions.py)."""
+
+from __future__ import annotations
+
+import strawberry
+
+from resolvers import chat
+from schema.queries import ctx
+from schema.scalars import Timestamp
+from schema.types import Role
+
+
+@strawberry.type
+class Model:
+    id: str
+    provider: str
+    name: str
+    is_default: bool
+
+
+@strawberry.input
+class ChatMessageInput:
+    role: Role
+    content: str
+    id: strawberry.ID | None = None
+    timestamp: Timestamp | None = None
+
+
+@strawberry.input
+class ChatInput:
+    messages: list[ChatMessageInput]
+    model: str | None = None
+    temperature: float = 0.7
+    max_tokens: int = 2048
+    conversation_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="Keep the user's message and the reply in this conversation (server-side)",
+    )
+    request_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Your id for this reply: used by stopChat and to resume"
+    )
+    system_prompt: str | None = None
+
+
+@strawberry.type
+class ChatReply:
+    content: str
+    tokens: int
+    model: str
+    request_id: strawberry.ID
+    finish_reason: str
+
+
+def chat_params(data: ChatInput) -> chat.ChatParams:
+    return chat.ChatParams(
+        messages=[chat.ChatMessageInput(role=m.role.value, content=m.content,
+                                        id=str(m.id) if m.id is not None else None,
+                                        timestamp=m.timestamp) for m in data.messages],
+        model=data.model, temperature=data.temperature, max_tokens=data.max_tokens,
+        conversation_id=str(data.conversation_id) if data.conversation_id else None,
+        request_id=str(data.request_id) if data.request_id else None,
+        system_prompt=data.system_prompt,
+    )
+
+
+@strawberry.type
+class ChatQuery:
+    @strawberry.field(description="Models chat can use right now.")
+    async def models(self, info: strawberry.Info) -> list[Model]:
+        context = ctx(info)
+        await context.actor()
+        chat_service = context.services.chat
+        default = await chat_service.default_model()
+        return [Model(id=m.id, provider=m.provider, name=m.name or m.id,
+                      is_default=m.id == default) for m in await chat_service.models()]
+
+
+@strawberry.type
+class ChatMutation:
+    @strawberry.mutation(description="The whole reply at once: content, tokens, model.")
+    async def chat(self, info: strawberry.Info, input: ChatInput) -> ChatReply:
+        context = ctx(info)
+        result = await context.services.chat.complete(await context.actor(), chat_params(input))
+        return ChatReply(content=result.content, tokens=result.tokens, model=result.model,
+                         request_id=strawberry.ID(result.request_id),
+                         finish_reason=result.finish_reason)
+
+    @strawberry.mutation(description="Stop a reply of yours; what was generated is kept.")
+    async def stop_chat(self, info: strawberry.Info, request_id: strawberry.ID) -> bool:
+        context = ctx(info)
+        return await context.services.chat.stop(await context.actor(), str(request_id))
