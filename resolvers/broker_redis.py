@@ -1,0 +1,423 @@
+"""Redis broker: the `Broker` protocol shared by several workers (see resolvers/broker.py).
+
+Layout (every key and channel starts with `key_prefix`, default "chatstudio:"):
+
+- pub/sub: channel `<prefix>ps:<channel>`. One PubSub connection per process; a reader task
+  fans each message out to the local `Subscription` buffers, so ten thousand WebSockets cost
+  one Redis connection, not ten thousand. A Redis channel is subscribed while at least one
+  local subscriber wants it.
+- reply log: stream `<prefix>reply:{<id>}:log` and hash `<prefix>reply:{<id>}:meta`
+  (owner, last seq, closed flag). The braces are a hash tag: both keys land in the same
+  cluster slot, as the Lua scripts need. Entry ids are `0-<seq>`, so resuming after seq N
+  is a plain `XREAD … 0-N`, with no scan for where N was; `seq` is also stored as a field.
+  Both keys get a safety TTL (`open_ttl_seconds`, renewed by each append) while the log is
+  open and `retention_seconds` after the terminal event.
+- connection counts: `<prefix>conns:<worker>` holds each worker's count with a TTL that a
+  heartbeat renews, and the set `<prefix>conns:workers` names the workers; the total is
+  their sum. A global INCRBY counter would keep a crashed worker's connections forever;
+  here they vanish with its key within `3 × heartbeat_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from resolvers.broker import (
+    DEFAULT_OPEN_TTL_SECONDS,
+    DEFAULT_RETENTION_SECONDS,
+    DEFAULT_SUBSCRIBER_BUFFER,
+    BrokerClosed,
+    Event,
+    ReplyClosed,
+    ReplyExists,
+    ReplyNotFound,
+    Subscription,
+    _check_durations,
+    _encode,
+    is_terminal,
+)
+
+log = logging.getLogger(__name__)
+
+# Atomic so that a duplicate id can never overwrite a live reply.
+_START_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'seq', 0, 'closed', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# Atomic so that concurrent appenders (any worker) get unique, increasing numbers and the
+# stream's ids stay in step with them. ARGV: event JSON, '1' if terminal, retention ms,
+# open TTL ms, append token. The token makes a retried call (redis-py retries after a
+# dropped connection, possibly after the script already ran) return the number it got
+# instead of appending the event twice.
+_APPEND_LUA = """
+local closed = redis.call('HGET', KEYS[1], 'closed')
+if not closed then return -1 end
+if redis.call('HGET', KEYS[1], 'token') == ARGV[5] then
+  return tonumber(redis.call('HGET', KEYS[1], 'seq'))
+end
+if closed == '1' then return -2 end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('XADD', KEYS[2], '0-' .. seq, 'seq', seq, 'event', ARGV[1])
+local ttl = ARGV[4]
+if ARGV[2] == '1' then
+  ttl = ARGV[3]
+  redis.call('HSET', KEYS[1], 'closed', 1, 'token', ARGV[5])
+else
+  redis.call('HSET', KEYS[1], 'token', ARGV[5])
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return seq
+"""
+
+
+def _stream_entries(response: Any) -> list[tuple[str, dict[str, str]]]:
+    """XREAD's entries for our single stream, for both RESP2 (list) and RESP3 (dict)."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        streams = list(response.values())
+        entries = streams[0] if streams else []
+        # RESP3 wraps the entry list once more: {stream: [[entries]]}.
+        if entries and isinstance(entries[0], list):
+            entries = entries[0]
+        return cast(list[tuple[str, dict[str, str]]], entries)
+    return cast(list[tuple[str, dict[str, str]]], response[0][1])
+
+
+class RedisBroker:
+    """Broker on Redis for several workers. Connects lazily, on first use.
+
+    `worker_id` names this process in the connection count (random by default).
+    `read_block_seconds` bounds each `XREAD BLOCK`, after which a reader checks that its
+    log still exists (an open log whose producer died expires and ends its readers).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        key_prefix: str = "chatstudio:",
+        open_ttl_seconds: float = DEFAULT_OPEN_TTL_SECONDS,
+        subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
+        heartbeat_seconds: float = 10.0,
+        read_block_seconds: float = 5.0,
+        subscribe_timeout_seconds: float = 10.0,
+        worker_id: str | None = None,
+    ) -> None:
+        _check_durations(retention_seconds, open_ttl_seconds)
+        self.retention_seconds = retention_seconds
+        self.open_ttl_seconds = open_ttl_seconds
+        self.subscriber_buffer = subscriber_buffer
+        self.key_prefix = key_prefix
+        self.worker_id = worker_id or uuid.uuid4().hex
+        self._heartbeat_seconds = heartbeat_seconds
+        self._read_block_ms = max(1, int(read_block_seconds * 1000))
+        self._subscribe_timeout = subscribe_timeout_seconds
+        # No socket_timeout: XREAD BLOCK and the pub/sub reader legitimately wait longer
+        # than any sensible read timeout. Keepalive still notices a dead peer.
+        # Named so that CLIENT LIST shows whose connections these are.
+        self.client_name = f"{key_prefix}broker:{self.worker_id}"
+        self._redis = Redis.from_url(
+            url, decode_responses=True, socket_keepalive=True, client_name=self.client_name
+        )
+        self._start_script = self._redis.register_script(_START_LUA)
+        self._append_script = self._redis.register_script(_APPEND_LUA)
+        self._closed = False
+
+        # pub/sub state; changes to which channels Redis has are serialised by _sub_lock.
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._sub_lock = asyncio.Lock()
+        self._subs: dict[str, set[Subscription]] = {}  # Redis channel → local subscribers
+        # One future per SUBSCRIBE sent and not yet confirmed, oldest first: Redis confirms
+        # a connection's commands in order, so the next "subscribe" reply is the oldest's.
+        self._acks: dict[str, deque[asyncio.Future[None]]] = {}
+
+        # connection counting
+        self._local_connections = 0
+        self._count_lock = asyncio.Lock()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # --- keys ---
+    def _channel(self, channel: str) -> str:
+        return f"{self.key_prefix}ps:{channel}"
+
+    def _reply_keys(self, reply_id: str) -> tuple[str, str]:
+        base = f"{self.key_prefix}reply:{{{reply_id}}}"
+        return f"{base}:meta", f"{base}:log"
+
+    @property
+    def _workers_key(self) -> str:
+        return f"{self.key_prefix}conns:workers"
+
+    def _worker_key(self, worker_id: str) -> str:
+        return f"{self.key_prefix}conns:{worker_id}"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerClosed("broker is closed")
+
+    # --- pub/sub ---
+    async def publish(self, channel: str, message: Event) -> None:
+        self._check_open()
+        await self._redis.publish(self._channel(channel), _encode(message))
+
+    def subscribe(self, channel: str) -> Subscription:
+        self._check_open()
+        return Subscription(
+            self._channel(channel),
+            buffer=self.subscriber_buffer,
+            on_open=self._open_subscription,
+            on_close=self._close_subscription,
+        )
+
+    async def _open_subscription(self, sub: Subscription) -> None:
+        async with self._sub_lock:
+            self._check_open()
+            await self._ensure_reader()
+            assert self._pubsub is not None
+            channel = sub.channel
+            subs = self._subs.setdefault(channel, set())
+            first = not subs
+            subs.add(sub)
+            if first:
+                ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                # Queued before sending: the reader may see the reply before send returns.
+                acks = self._acks.setdefault(channel, deque())
+                acks.append(ack)
+                try:
+                    await self._pubsub.subscribe(channel)
+                except BaseException:
+                    acks.remove(ack)
+                    if not acks:
+                        del self._acks[channel]
+                    raise
+            elif channel in self._acks:
+                # The channel's SUBSCRIBE is in flight: wait for the same confirmation.
+                ack = self._acks[channel][-1]
+            else:
+                return  # already confirmed
+        # Shielded: one waiter giving up must not cancel the future others wait on.
+        async with asyncio.timeout(self._subscribe_timeout):
+            await asyncio.shield(ack)
+        self._check_open()  # aclose() releases waiters by resolving their futures
+
+    async def _close_subscription(self, sub: Subscription) -> None:
+        async with self._sub_lock:
+            subs = self._subs.get(sub.channel)
+            if subs is None or sub not in subs:
+                return
+            subs.discard(sub)
+            if subs or self._pubsub is None or self._closed:
+                return
+            del self._subs[sub.channel]
+            try:
+                await self._pubsub.unsubscribe(sub.channel)
+            except RedisError:
+                # The connection is gone; redis-py resubscribes only what it still lists.
+                log.warning("UNSUBSCRIBE %s failed", sub.channel, exc_info=True)
+
+    async def _ensure_reader(self) -> None:
+        if self._pubsub is not None:
+            return
+        pubsub = self._redis.pubsub()
+        # A permanent private channel keeps the connection subscribed, so the reader can
+        # block in get_message even while no local subscriber wants anything.
+        await pubsub.subscribe(f"{self.key_prefix}ps-worker:{self.worker_id}")
+        self._pubsub = pubsub
+        self._reader = asyncio.create_task(self._read_loop(pubsub), name="broker-pubsub")
+
+    async def _read_loop(self, pubsub: PubSub) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=None)
+            except (RedisError, OSError):
+                # Lost connection: redis-py reconnects on the next read and resubscribes
+                # every channel it lists. Messages published meanwhile are lost, as
+                # pub/sub promises nothing more.
+                log.warning("pub/sub read failed; retrying in %.1fs", backoff, exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            if message is None:
+                continue
+            kind, channel = message["type"], message["channel"]
+            if kind == "message":
+                for sub in tuple(self._subs.get(channel, ())):
+                    sub._deliver(message["data"])
+            elif kind == "subscribe":
+                acks = self._acks.get(channel)
+                if acks:
+                    ack = acks.popleft()
+                    if not ack.done():
+                        ack.set_result(None)
+                    if not acks:
+                        del self._acks[channel]
+
+    # --- reply logs ---
+    async def reply_start(self, reply_id: str, *, owner_id: str) -> None:
+        self._check_open()
+        meta, stream = self._reply_keys(reply_id)
+        created = await self._start_script(
+            keys=[meta, stream], args=[owner_id, int(self.open_ttl_seconds * 1000)]
+        )
+        if not created:
+            raise ReplyExists(reply_id)
+
+    async def reply_append(self, reply_id: str, event: Event) -> int:
+        self._check_open()
+        meta, stream = self._reply_keys(reply_id)
+        seq = int(
+            await self._append_script(
+                keys=[meta, stream],
+                args=[
+                    _encode(event),
+                    "1" if is_terminal(event) else "0",
+                    int(self.retention_seconds * 1000),
+                    int(self.open_ttl_seconds * 1000),
+                    uuid.uuid4().hex,
+                ],
+            )
+        )
+        if seq == -1:
+            raise ReplyNotFound(reply_id)
+        if seq == -2:
+            raise ReplyClosed(reply_id)
+        return seq
+
+    async def reply_owner(self, reply_id: str) -> str | None:
+        meta, _ = self._reply_keys(reply_id)
+        owner = await self._redis.hget(meta, "owner")
+        return cast(str | None, owner)
+
+    async def reply_events(
+        self, reply_id: str, *, after: int = 0
+    ) -> AsyncIterator[tuple[int, Event]]:
+        meta, stream = self._reply_keys(reply_id)
+        after = max(after, 0)
+        last_seq, closed = await self._redis.hmget(meta, ["seq", "closed"])
+        if last_seq is None:
+            return  # unknown or expired
+        if closed == "1" and after >= int(last_seq):
+            return  # the caller has already seen the terminal event
+        last_id = f"0-{after}"
+        while True:
+            try:
+                response = await self._redis.xread(
+                    {stream: last_id}, count=100, block=self._read_block_ms
+                )
+                entries = _stream_entries(response)
+                if not entries and not await self._redis.exists(meta):
+                    return  # expired while open: its producer died
+            except (RedisError, OSError):
+                if self._closed:
+                    return  # aclose() cut the connection under us
+                raise
+            for entry_id, fields in entries:
+                last_id = entry_id
+                event: Event = json.loads(fields["event"])
+                yield int(fields["seq"]), event
+                if is_terminal(event):
+                    return
+            if self._closed:
+                return
+
+    # --- connection counting across workers ---
+    async def connections_add(self, delta: int) -> None:
+        self._local_connections += delta
+        if self._closed:
+            return
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._beat(), name="broker-heartbeat")
+        try:
+            await self._store_count()
+        except (RedisError, OSError):
+            # A statistic must never break a chat connection; the heartbeat catches up.
+            log.warning("could not store the connection count", exc_info=True)
+
+    async def _store_count(self) -> None:
+        # Serialised: otherwise an older SET could land after a newer one.
+        async with self._count_lock:
+            ttl_ms = int(self._heartbeat_seconds * 3000)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(self._worker_key(self.worker_id), self._local_connections, px=ttl_ms)
+                pipe.sadd(self._workers_key, self.worker_id)
+                await pipe.execute()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_seconds)
+            try:
+                await self._store_count()
+            except (RedisError, OSError):
+                log.warning("connection-count heartbeat failed", exc_info=True)
+
+    async def connections_count(self) -> int:
+        # decode_responses=True: members are str (the stubs also allow bytes).
+        workers = sorted(str(w) for w in await self._redis.smembers(self._workers_key))
+        if not workers:
+            return 0
+        counts = await self._redis.mget([self._worker_key(w) for w in workers])
+        gone = [w for w, count in zip(workers, counts, strict=True) if count is None]
+        if gone:
+            # Crashed workers: their key expired, forget them.
+            await self._redis.srem(self._workers_key, *gone)
+        return sum(int(count) for count in counts if count is not None)
+
+    async def healthy(self) -> bool:
+        if self._closed:
+            return False
+        try:
+            async with asyncio.timeout(2.0):
+                return bool(await self._redis.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                sub._end()
+        self._subs.clear()
+        for acks in self._acks.values():
+            for ack in acks:
+                if not ack.done():
+                    ack.set_result(None)
+        self._acks.clear()
+        tasks = [t for t in (self._reader, self._heartbeat) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # wait() rather than awaiting each: it does not swallow our own cancellation.
+            await asyncio.wait(tasks)
+        if self._heartbeat is not None:
+            # Leave at once rather than when the key's TTL runs out.
+            with contextlib.suppress(RedisError, OSError):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.delete(self._worker_key(self.worker_id))
+                    pipe.srem(self._workers_key, self.worker_id)
+                    await pipe.execute()
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+        await self._redis.aclose()
