@@ -1,0 +1,255 @@
+"""Shared plumbing for the HTTP providers: session ownership, timeouts, errors, SSE framing.
+
+Every upstream call goes through aiohttp (httpx's pool bookkeeping collapsed at a few hundred
+concurrent streams in our measurements; aiohttp's didn't). The timeouts are aiohttp's own:
+`sock_connect` bounds opening the TCP connection and `sock_read` bounds each read from the
+socket, i.e. both the wait for the response headers and every gap between two chunks. Both
+surface as `TimeoutError`, which `upstream_stream` turns into ProviderError(timeout=True).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from .base import ModelInfo, ProviderError, StopSignal
+
+logger = logging.getLogger("chat_studio.llm")
+
+# A single SSE line longer than this is not a chat chunk; refuse it rather than buffer forever.
+MAX_LINE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    event: str  # the `event:` field, "" when absent (OpenAI and Gemini never name events)
+    data: str
+
+
+class HTTPProvider:
+    """Base for providers that talk HTTP: owns (or borrows) one aiohttp session."""
+
+    name: str = "http"
+    label: str = "Upstream"  # how the provider is named in messages shown to users
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str,
+        models: Sequence[str] = (),
+        session: aiohttp.ClientSession | None = None,
+        connect_timeout: float = 10.0,
+        stall_timeout: float = 60.0,
+    ) -> None:
+        self.api_key = api_key or None
+        self.base_url = base_url.rstrip("/")
+        self.configured_models = list(models)
+        self.connect_timeout = connect_timeout
+        self.stall_timeout = stall_timeout
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=stall_timeout
+        )
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # limit=0: concurrency is bounded by our own rate limits, and a pool limit would turn
+            # a busy moment into queued requests that look like upstream timeouts.
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            self._owns_session = True
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None if self._owns_session else self._session
+
+    # --- errors -------------------------------------------------------------------------
+
+    def error(self, message: str, *, status: int | None = None,
+              timeout: bool = False) -> ProviderError:
+        return ProviderError(self._scrub(message), provider=self.name, status=status,
+                             timeout=timeout)
+
+    def _scrub(self, text: str) -> str:
+        # Upstreams sometimes echo the key they were given; it must never reach a user or a log.
+        if self.api_key:
+            text = text.replace(self.api_key, "***")
+        return text
+
+    async def http_error(self, resp: aiohttp.ClientResponse) -> ProviderError:
+        """Turn a 4xx/5xx answer into a ProviderError carrying the provider's own message."""
+        try:
+            raw = await asyncio.wait_for(resp.read(), timeout=self.stall_timeout)
+            body = raw.decode("utf-8", "replace")
+        except (aiohttp.ClientError, TimeoutError):
+            body = ""
+        detail = extract_error_message(body) or resp.reason or "request failed"
+        return self.error(f"{self.label} error (HTTP {resp.status}): {detail}",
+                          status=resp.status)
+
+    # --- requests -----------------------------------------------------------------------
+
+    async def get_json(self, url: str, *, headers: dict[str, str],
+                       params: dict[str, str] | None = None) -> Any:
+        """GET a JSON document (model lists); failures raise ProviderError."""
+        session = self._get_session()
+        try:
+            async with session.get(url, headers=headers, params=params,
+                                   timeout=self._timeout) as resp:
+                if resp.status >= 400:
+                    raise await self.http_error(resp)
+                return await resp.json(content_type=None)
+        except ProviderError:
+            raise
+        except TimeoutError as exc:
+            raise self.error(f"{self.label} did not answer in time", timeout=True) from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise self.error(f"{self.label} request failed: {describe(exc)}") from exc
+
+    async def upstream_stream(
+        self, url: str, *, headers: dict[str, str], body: dict[str, Any], stop: StopSignal
+    ) -> AsyncGenerator[SSEEvent, None]:
+        """POST `body` and yield the answer's SSE events until the upstream closes the stream.
+
+        Returns early (without error) when `stop` is set; the caller checks `stop.is_set`.
+        Every failure - HTTP status, connect/stall timeout, dropped connection - is raised as
+        ProviderError. Whether the stream *ended properly* is the caller's judgement, since each
+        wire format marks its end differently.
+        """
+        session = self._get_session()
+        got_headers = False
+        try:
+            async with session.post(url, json=body, headers=headers,
+                                    timeout=self._timeout) as resp:
+                got_headers = True
+                if resp.status >= 400:
+                    raise await self.http_error(resp)
+                # A stalled upstream would otherwise hold a stopped reply until the stall timeout:
+                # closing the response wakes the pending read at once.
+                watcher = asyncio.create_task(_close_on_stop(stop, resp))
+                try:
+                    async for event in _sse_events(resp, stop):
+                        yield event
+                        if stop.is_set:
+                            return
+                except (aiohttp.ClientError, ValueError):
+                    if stop.is_set:
+                        return
+                    raise
+                finally:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
+        except ProviderError:
+            raise
+        except TimeoutError as exc:
+            if got_headers:
+                msg = f"{self.label} stopped sending data for {self.stall_timeout:g} s"
+            else:
+                msg = f"{self.label} did not respond within the time limit"
+            raise self.error(msg, timeout=True) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise self.error(f"{self.label} connection dropped mid-reply") from exc
+        except aiohttp.ClientError as exc:
+            if got_headers:
+                raise self.error(f"{self.label} connection dropped mid-reply") from exc
+            raise self.error(f"Could not reach {self.label}: {describe(exc)}") from exc
+        except ValueError as exc:  # aiohttp: a line longer than the reader's limit
+            raise self.error(f"{self.label} sent an unreadable stream: {exc}") from exc
+
+    def parse_json(self, data: str) -> dict[str, Any]:
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise self.error(f"{self.label} sent malformed data in the stream") from exc
+        if not isinstance(value, dict):
+            raise self.error(f"{self.label} sent malformed data in the stream")
+        return value
+
+    def models_or_fallback(self, fetched: list[ModelInfo] | None,
+                           exc: Exception | None) -> list[ModelInfo]:
+        """Log why the live list was not used and answer the configured one instead."""
+        if exc is not None:
+            logger.warning("%s model list unavailable, using configured list: %s",
+                           self.label, exc)
+        elif fetched:
+            return fetched
+        return [ModelInfo(id=m, provider=self.name, name=m) for m in self.configured_models]
+
+
+async def _close_on_stop(stop: StopSignal, resp: aiohttp.ClientResponse) -> None:
+    await stop.event.wait()
+    resp.close()
+
+
+async def _sse_events(resp: aiohttp.ClientResponse, stop: StopSignal) -> AsyncIterator[SSEEvent]:
+    """Server-sent events framing (WHATWG): fields per line, an empty line dispatches."""
+    event = ""
+    data: list[str] = []
+    while not stop.is_set:
+        raw = await resp.content.readline()
+        if not raw:  # EOF; an unterminated last event is dropped, as the spec says
+            return
+        if len(raw) > MAX_LINE_BYTES:
+            raise ValueError("line too long")
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            if data:
+                yield SSEEvent(event, "\n".join(data))
+            event, data = "", []
+            continue
+        if line.startswith(":"):  # comment / keep-alive
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            event = value
+
+
+def extract_error_message(body: str) -> str:
+    """The human part of an upstream error body, whatever its dialect.
+
+    OpenAI and Gemini: {"error": {"message": ...}}; Anthropic: {"type": "error", "error":
+    {"type": ..., "message": ...}}; compatible servers also use {"error": "..."},
+    {"detail": "..."} or {"message": "..."}. Plain-text bodies are used when short.
+    """
+    body = body.strip()
+    if not body:
+        return ""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        if body.startswith("<") or len(body) > 300:  # an HTML error page helps nobody
+            return ""
+        return body
+    if isinstance(doc, list) and doc:  # Gemini wraps some errors in a one-element array
+        doc = doc[0]
+    if not isinstance(doc, dict):
+        return ""
+    err = doc.get("error", doc)
+    if isinstance(err, str):
+        return err
+    if isinstance(err, dict):
+        for key in ("message", "detail", "msg"):
+            value = err.get(key)
+            if isinstance(value, str) and value:
+                return value
+    detail = doc.get("detail") or doc.get("message")
+    return detail if isinstance(detail, str) else ""
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__

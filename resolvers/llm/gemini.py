@@ -1,0 +1,165 @@
+"""Google Gemini (Generative Language API), streamed.
+
+Wire format: `POST {base}/v1beta/models/{model}:streamGenerateContent?alt=sse` answers SSE
+`data:` events, each a whole GenerateContentResponse: text in
+`candidates[0].content.parts[].text`, `candidates[0].finishReason` on the last one and
+`usageMetadata` {promptTokenCount, candidatesTokenCount} (cumulative; complete on the last).
+There is no end sentinel: a reply is complete when a finishReason has arrived and the
+stream closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from ._http import HTTPProvider
+from .base import (
+    ChatMessage,
+    Finished,
+    GenerationRequest,
+    ModelInfo,
+    StopSignal,
+    StreamItem,
+    TextChunk,
+)
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+_MAX_PAGES = 10
+
+
+class GeminiProvider(HTTPProvider):
+    """Streams from Gemini's `streamGenerateContent`."""
+
+    name = "gemini"
+    label = "Gemini"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str = DEFAULT_BASE_URL,
+        models: Sequence[str] = (),
+        session: aiohttp.ClientSession | None = None,
+        connect_timeout: float = 10.0,
+        stall_timeout: float = 60.0,
+    ) -> None:
+        super().__init__(api_key=api_key, base_url=base_url or DEFAULT_BASE_URL, models=models,
+                         session=session, connect_timeout=connect_timeout,
+                         stall_timeout=stall_timeout)
+
+    def _headers(self) -> dict[str, str]:
+        # The key goes in a header, never in the URL, so it cannot end up in access logs.
+        return {"x-goog-api-key": self.api_key} if self.api_key else {}
+
+    def build_body(self, request: GenerationRequest) -> dict[str, Any]:
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        body: dict[str, Any] = {
+            "contents": _contents(m for m in request.messages if m.role != "system"),
+            "generationConfig": {
+                "temperature": request.temperature,
+                "maxOutputTokens": request.max_tokens,
+            },
+        }
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": system}]}
+        return body
+
+    async def stream(self, request: GenerationRequest,
+                     stop: StopSignal) -> AsyncIterator[StreamItem]:
+        prompt_tokens = 0
+        completion_tokens: int | None = None
+        finish_reason: str | None = None
+        chunks = 0
+        url = (f"{self.base_url}/v1beta/models/{quote(request.model, safe='')}"
+               ":streamGenerateContent?alt=sse")
+        events = self.upstream_stream(url, headers=self._headers(),
+                                      body=self.build_body(request), stop=stop)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                doc = self.parse_json(event.data)
+                if "error" in doc:
+                    err = doc["error"] if isinstance(doc["error"], dict) else {}
+                    raise self.error(f"{self.label} error: {err.get('message') or 'failed'}",
+                                     status=_int(err.get("code")))
+                usage = doc.get("usageMetadata")
+                if isinstance(usage, dict):
+                    prompt_tokens = _int(usage.get("promptTokenCount")) or prompt_tokens
+                    if _int(usage.get("candidatesTokenCount")) is not None:
+                        completion_tokens = _int(usage.get("candidatesTokenCount"))
+                candidates = doc.get("candidates") or []
+                first = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
+                for part in (first.get("content") or {}).get("parts") or ():
+                    text = part.get("text") if isinstance(part, dict) else None
+                    # "thought" parts are the model's hidden reasoning, not the reply
+                    if isinstance(text, str) and text and not part.get("thought"):
+                        chunks += 1
+                        yield TextChunk(text)
+                if first.get("finishReason"):
+                    finish_reason = str(first["finishReason"])
+                if doc.get("promptFeedback", {}).get("blockReason") and not candidates:
+                    raise self.error(f"{self.label} refused the prompt: "
+                                     f"{doc['promptFeedback']['blockReason']}", status=400)
+                if stop.is_set:
+                    break
+        if stop.is_set and finish_reason is None:
+            # candidatesTokenCount may lag the text; the chunk count is the fallback estimate.
+            yield Finished(prompt_tokens, max(completion_tokens or 0, chunks), "stopped")
+            return
+        if finish_reason is None:
+            raise self.error(f"{self.label} ended the reply before it was complete")
+        yield Finished(
+            prompt_tokens,
+            completion_tokens if completion_tokens is not None else chunks,
+            "length" if finish_reason == "MAX_TOKENS" else "stop",
+        )
+
+    async def fetch_models(self) -> list[ModelInfo]:
+        models: list[ModelInfo] = []
+        params = {"pageSize": "1000"}
+        for _ in range(_MAX_PAGES):
+            doc = await self.get_json(f"{self.base_url}/v1beta/models", headers=self._headers(),
+                                      params=params)
+            items = doc.get("models") if isinstance(doc, dict) else None
+            if not isinstance(items, list):
+                raise self.error(f"{self.label} model list has an unexpected shape")
+            for m in items:
+                if not isinstance(m, dict) or not m.get("name"):
+                    continue
+                if "generateContent" not in (m.get("supportedGenerationMethods") or ()):
+                    continue
+                model_id = str(m["name"]).removeprefix("models/")
+                models.append(ModelInfo(id=model_id, provider=self.name,
+                                        name=str(m.get("displayName") or model_id),
+                                        context_length=_int(m.get("inputTokenLimit"))))
+            token = doc.get("nextPageToken")
+            if not token:
+                break
+            params = {"pageSize": "1000", "pageToken": str(token)}
+        return models
+
+    async def list_models(self) -> list[ModelInfo]:
+        try:
+            return self.models_or_fallback(await self.fetch_models(), None)
+        except Exception as exc:  # a model list must never take the server down
+            return self.models_or_fallback(None, exc)
+
+
+def _contents(messages: Iterable[ChatMessage]) -> list[dict[str, Any]]:
+    """Gemini roles are user/model; consecutive same-role turns are merged into one."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = "model" if m.role == "assistant" else "user"
+        if out and out[-1]["role"] == role:
+            out[-1]["parts"].append({"text": m.content})
+        else:
+            out.append({"role": role, "parts": [{"text": m.content}]})
+    return out
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) else None

@@ -1,0 +1,144 @@
+"""OpenAI Chat Completions, streamed - and every server that speaks the same dialect.
+
+The base URL is configurable, so one class serves OpenAI itself and any OpenAI-compatible
+server: Ollama (http://localhost:11434/v1), vLLM, llama.cpp's server, LM Studio, OpenRouter.
+Local servers need no API key; then no Authorization header is sent.
+
+Wire format: `POST {base}/chat/completions` with `stream: true` answers `text/event-stream`;
+each event is `data: {chat.completion.chunk}`, the text is `choices[0].delta.content`, the
+chunk that ends the reply carries `choices[0].finish_reason`, and with
+`stream_options.include_usage` one more chunk (empty `choices`) carries `usage` before the
+closing `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import aiohttp
+
+from ._http import HTTPProvider
+from .base import Finished, GenerationRequest, ModelInfo, StopSignal, StreamItem, TextChunk
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# /models on api.openai.com lists every model of the account; these cannot chat.
+_NOT_CHAT = ("embed", "whisper", "tts", "dall-e", "moderation", "transcribe", "davinci",
+             "babbage", "gpt-image", "sora")
+
+
+class OpenAIProvider(HTTPProvider):
+    """Streams from an OpenAI-compatible `/chat/completions` endpoint."""
+
+    name = "openai"
+    label = "OpenAI"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        models: Sequence[str] = (),
+        session: aiohttp.ClientSession | None = None,
+        connect_timeout: float = 10.0,
+        stall_timeout: float = 60.0,
+    ) -> None:
+        super().__init__(api_key=api_key, base_url=base_url or DEFAULT_BASE_URL, models=models,
+                         session=session, connect_timeout=connect_timeout,
+                         stall_timeout=stall_timeout)
+        # OpenAI's newer models refuse `max_tokens` and want `max_completion_tokens`; the
+        # compatible servers (Ollama, llama.cpp, older vLLM) only know `max_tokens`.
+        self.official = self.base_url == DEFAULT_BASE_URL
+        if not self.official:
+            self.label = "OpenAI-compatible server"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def build_body(self, request: GenerationRequest) -> dict[str, Any]:
+        return {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "temperature": request.temperature,
+            ("max_completion_tokens" if self.official else "max_tokens"): request.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+
+    async def stream(self, request: GenerationRequest,
+                     stop: StopSignal) -> AsyncIterator[StreamItem]:
+        prompt_tokens: int | None = None
+        completion_tokens: int | None = None
+        finish_reason: str | None = None
+        chunks = 0
+        done = False
+        events = self.upstream_stream(f"{self.base_url}/chat/completions",
+                                      headers=self._headers(), body=self.build_body(request),
+                                      stop=stop)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if event.data.strip() == "[DONE]":
+                    done = True
+                    break
+                chunk = self.parse_json(event.data)
+                if "error" in chunk:  # some compatible servers report failures in-stream
+                    raise self.error(f"{self.label} error: {_in_stream_error(chunk)}")
+                usage = chunk.get("usage")
+                if isinstance(usage, dict):
+                    prompt_tokens = _int(usage.get("prompt_tokens"), prompt_tokens)
+                    completion_tokens = _int(usage.get("completion_tokens"), completion_tokens)
+                for choice in chunk.get("choices") or ():
+                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                        continue
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if isinstance(text, str) and text:
+                        chunks += 1
+                        yield TextChunk(text)
+                    if choice.get("finish_reason"):
+                        finish_reason = str(choice["finish_reason"])
+                if stop.is_set:
+                    break
+        if stop.is_set and not done:
+            # Usage arrives only at the very end; until then the chunk count is our estimate
+            # of the completion tokens (servers send about one token per chunk).
+            yield Finished(prompt_tokens or 0, completion_tokens or chunks, "stopped")
+            return
+        if not done:
+            raise self.error(f"{self.label} ended the reply before it was complete")
+        yield Finished(
+            prompt_tokens or 0,
+            completion_tokens if completion_tokens is not None else chunks,
+            "length" if finish_reason == "length" else "stop",
+        )
+
+    async def fetch_models(self) -> list[ModelInfo]:
+        doc = await self.get_json(f"{self.base_url}/models", headers=self._headers())
+        items = doc.get("data") if isinstance(doc, dict) else None
+        if not isinstance(items, list):
+            raise self.error(f"{self.label} model list has an unexpected shape")
+        ids = sorted({str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")})
+        return [ModelInfo(id=i, provider=self.name, name=i) for i in ids
+                if not any(word in i.lower() for word in _NOT_CHAT)]
+
+    async def list_models(self) -> list[ModelInfo]:
+        try:
+            return self.models_or_fallback(await self.fetch_models(), None)
+        except Exception as exc:  # a model list must never take the server down
+            return self.models_or_fallback(None, exc)
+
+
+def _int(value: Any, default: int | None) -> int | None:
+    return value if isinstance(value, int) else default
+
+
+def _in_stream_error(chunk: dict[str, Any]) -> str:
+    err = chunk["error"]
+    if isinstance(err, dict):
+        return str(err.get("message") or "unknown error")
+    return str(err)
