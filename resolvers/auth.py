@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import RefreshToken, User
@@ -114,6 +114,14 @@ async def authenticate(session: AsyncSession, security: Security, token: str | N
     return user
 
 
+async def _revoke_family(session: AsyncSession, family_id: str, now: int) -> None:
+    await session.exec(
+        update(RefreshToken)
+        .where(col(RefreshToken.family_id) == family_id, col(RefreshToken.revoked_at).is_(None))
+        .values(revoked_at=now)
+    )
+
+
 async def refresh(session: AsyncSession, security: Security, *, refresh_token: str) -> TokenPair:
     """Rotate a refresh token. Presenting one that was already rotated revokes its family:
     somebody holds a copy, and we cannot tell which holder is legitimate."""
@@ -125,17 +133,13 @@ async def refresh(session: AsyncSession, security: Security, *, refresh_token: s
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise Unauthenticated("Invalid refresh token")
     if row.rotated_at is not None:
-        await session.exec(
-            update(RefreshToken)
-            .where(RefreshToken.family_id == row.family_id, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
+        await _revoke_family(session, row.family_id, now)
         await session.commit()
         raise Unauthenticated("Refresh token reuse detected; please sign in again")
     # Guarded update: of two concurrent uses of one token, exactly one wins.
     result = await session.exec(
         update(RefreshToken)
-        .where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None))
+        .where(col(RefreshToken.id) == row.id, col(RefreshToken.rotated_at).is_(None))
         .values(rotated_at=now)
     )
     if result.rowcount != 1:
@@ -161,12 +165,12 @@ async def logout(
     if everywhere:
         await session.exec(
             update(RefreshToken)
-            .where(RefreshToken.user_id == actor.id, RefreshToken.revoked_at.is_(None))
+            .where(col(RefreshToken.user_id) == actor.id, col(RefreshToken.revoked_at).is_(None))
             .values(revoked_at=now)
         )
         await session.exec(
             update(User)
-            .where(User.id == actor.id)
+            .where(col(User.id) == actor.id)
             .values(token_generation=User.token_generation + 1)
         )
     elif refresh_token:
@@ -179,11 +183,7 @@ async def logout(
             )
         ).first()
         if row is not None:
-            await session.exec(
-                update(RefreshToken)
-                .where(RefreshToken.family_id == row.family_id, RefreshToken.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
+            await _revoke_family(session, row.family_id, now)
     await session.commit()
 
 

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,7 +293,7 @@ class Chat:
         return message_id
 
     async def events(self, actor: User, request_id: str, *,
-                     after: int = 0) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+                     after: int = 0) -> AsyncGenerator[tuple[int, dict[str, Any]], None]:
         """The reply's events after `after`, exactly once, ending with the terminal one.
 
         Only the owner can read a reply: the key is scoped by the caller's own id, and the

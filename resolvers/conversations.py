@@ -110,7 +110,7 @@ def _message_rows(conversation_pk: str, messages: Sequence[MessageInput], start:
 async def _insert_messages(session: AsyncSession, rows: list[dict[str, object]]) -> None:
     # One executemany INSERT: 1,000 messages are one round trip, not 1,000.
     if rows:
-        await session.exec(insert(Message), params=rows)  # type: ignore[call-overload]
+        await session.exec(insert(Message), params=rows)
 
 
 async def _owned(session: AsyncSession, actor: User, conversation_id: str) -> Conversation:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Conversation, Message, TokenUsage, User
@@ -29,7 +29,7 @@ async def for_user(session: AsyncSession, actor: User) -> Stats:
         await session.exec(
             select(func.count())
             .select_from(Message)
-            .join(Conversation, Conversation.pk == Message.conversation_pk)
+            .join(Conversation, col(Conversation.pk) == col(Message.conversation_pk))
             .where(Conversation.user_id == actor.id)
         )
     ).one()
