@@ -89,9 +89,12 @@ async def login(
     session: AsyncSession, security: Security, *, username: str, password: str
 ) -> TokenPair:
     """Same answer, in about the same time, for an unknown user and a wrong password."""
-    user = (
-        await session.exec(select(User).where(User.username_key == username.strip().lower()))
-    ).first()
+    key = username.strip().lower()
+    user = None
+    # A key that cannot be a username is not looked up (PostgreSQL refuses NUL in text), but
+    # still costs the dummy verification below.
+    if validation.USERNAME_RE.fullmatch(key):
+        user = (await session.exec(select(User).where(User.username_key == key))).first()
     ok = await asyncio.to_thread(
         security.verify_password, password[: validation.PASSWORD_MAX * 4],
         user.password_hash if user else None,

@@ -279,9 +279,14 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         updated_at, pk = base64.urlsafe_b64decode(padded).decode().split(":", 1)
-        return int(updated_at), pk
+        number = int(updated_at)
+        pk = str(uuid.UUID(pk))  # also keeps NUL bytes and the like away from the driver
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationFailed("Invalid cursor", field="after") from exc
+    # A forged number beyond BIGINT would reach the driver and fail as a 500.
+    if not 0 <= number < 2**63:
+        raise ValidationFailed("Invalid cursor", field="after")
+    return number, pk
 
 
 async def list_page(

@@ -62,6 +62,8 @@ def identifier(value: str, *, field: str) -> str:
 def bounded_text(value: str, *, field: str, limit: int, allow_empty: bool = True) -> str:
     if len(value) > limit:
         raise ValidationFailed(f"{field} is longer than {limit} characters", field=field)
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse it on every database alike
+        raise ValidationFailed(f"{field} must not contain NUL characters", field=field)
     if not allow_empty and not value.strip():
         raise ValidationFailed(f"{field} must not be empty", field=field)
     return value
