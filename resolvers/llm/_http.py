@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -128,28 +129,48 @@ class HTTPProvider:
         """
         session = self._get_session()
         got_headers = False
+        clean_end = False
+        resp: aiohttp.ClientResponse | None = None
+        # Stop must work in every phase: while the upstream thinks before its first byte (which
+        # can take many seconds) and while it stalls mid-reply, not only between chunks.
+        stopper = asyncio.create_task(stop.event.wait())
+        sending = asyncio.create_task(self._post(session, url, headers=headers, body=body))
         try:
-            async with session.post(url, json=body, headers=headers,
-                                    timeout=self._timeout) as resp:
+            try:
+                await asyncio.wait({sending, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if not sending.done():
+                    return  # stopped before the upstream answered
+                resp = sending.result()
                 got_headers = True
                 if resp.status >= 400:
                     raise await self.http_error(resp)
-                # A stalled upstream would otherwise hold a stopped reply until the stall timeout:
-                # closing the response wakes the pending read at once.
-                watcher = asyncio.create_task(_close_on_stop(stop, resp))
+                # Closing the response wakes a pending read at once.
+                stopper.add_done_callback(partial(_close_if_stopped, stop, resp))
                 try:
                     async for event in _sse_events(resp, stop):
                         yield event
                         if stop.is_set:
                             return
+                    clean_end = not stop.is_set
                 except (aiohttp.ClientError, ValueError):
                     if stop.is_set:
                         return
                     raise
-                finally:
-                    watcher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await watcher
+            finally:
+                stopper.cancel()
+                if not sending.done():
+                    sending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await sending
+                elif resp is None and not sending.cancelled() and sending.exception() is None:
+                    sending.result().close()  # answered just as the stop came: discard
+                if resp is not None:
+                    # A fully read response returns its connection to the pool; anything
+                    # else (stopped, failed) must not leave half a stream on a pooled socket.
+                    if clean_end:
+                        resp.release()
+                    else:
+                        resp.close()
         except ProviderError:
             raise
         except TimeoutError as exc:
@@ -166,6 +187,10 @@ class HTTPProvider:
             raise self.error(f"Could not reach {self.label}: {describe(exc)}") from exc
         except ValueError as exc:  # aiohttp: a line longer than the reader's limit
             raise self.error(f"{self.label} sent an unreadable stream: {exc}") from exc
+
+    async def _post(self, session: aiohttp.ClientSession, url: str, *, headers: dict[str, str],
+                    body: dict[str, Any]) -> aiohttp.ClientResponse:
+        return await session.post(url, json=body, headers=headers, timeout=self._timeout)
 
     def parse_json(self, data: str) -> dict[str, Any]:
         try:
@@ -187,9 +212,9 @@ class HTTPProvider:
         return [ModelInfo(id=m, provider=self.name, name=m) for m in self.configured_models]
 
 
-async def _close_on_stop(stop: StopSignal, resp: aiohttp.ClientResponse) -> None:
-    await stop.event.wait()
-    resp.close()
+def _close_if_stopped(stop: StopSignal, resp: aiohttp.ClientResponse, _: object) -> None:
+    if stop.is_set:
+        resp.close()
 
 
 async def _sse_events(resp: aiohttp.ClientResponse, stop: StopSignal) -> AsyncIterator[SSEEvent]:

@@ -156,6 +156,19 @@ async def test_openai_compatible_server_without_key_gets_no_auth_header(
     assert "".join(_texts(items)) == "Hello, world!"
 
 
+def test_official_openai_gets_max_completion_tokens() -> None:
+    # OpenAI's newer models reject `max_tokens`; compatible servers only know `max_tokens`.
+    body = OpenAIProvider(api_key=KEY).build_body(_request("gpt-4o-mini", max_tokens=9))
+    assert body["max_completion_tokens"] == 9 and "max_tokens" not in body
+
+
+def test_anthropic_temperature_is_clamped_to_its_range() -> None:
+    provider = AnthropicProvider(api_key=KEY)
+    assert provider.build_body(_request("claude", temperature=1.7))["temperature"] == 1.0
+    assert "system" not in provider.build_body(
+        GenerationRequest(model="claude", messages=[ChatMessage("user", "hi")]))
+
+
 async def test_anthropic_request_puts_system_prompt_top_level(
         anthropic_fake: FakeAnthropic) -> None:
     provider = AnthropicProvider(api_key=KEY, base_url=anthropic_fake.base_url)
@@ -347,6 +360,20 @@ async def test_stop_while_upstream_stalls_ends_promptly(case: Case) -> None:
     assert time.monotonic() - started < 3
     last = items[-1]
     assert isinstance(last, Finished) and last.finish_reason == "stopped"
+
+
+async def test_stop_before_the_upstream_answers_ends_promptly(case: Case) -> None:
+    c = _make(case.provider.name, case.fake, stall=30.0)  # the first byte may take long
+    case.fake.fail = Failure(hang_before_headers=True)
+    stop = StopSignal()
+    asyncio.get_running_loop().call_later(0.2, stop.set)
+    started = time.monotonic()
+    try:
+        items = await _collect(c.provider, _request(c.model), stop)
+    finally:
+        await c.provider.aclose()
+    assert time.monotonic() - started < 3
+    assert items == [Finished(0, 0, "stopped")]
 
 
 # --- model lists --------------------------------------------------------------------------
