@@ -125,7 +125,12 @@ class Subscription:
         return self._closed
 
     async def ready(self) -> Subscription:
-        """Wait until the subscription is live (idempotent); return self."""
+        """Wait until the subscription is live (idempotent); return self.
+
+        Raises BrokerClosed after the broker closed, and TimeoutError (Redis) when the
+        server does not confirm the subscription in time — Redis is down, and publish()
+        would fail too.
+        """
         if self._live:
             return self
         if self._closed:
@@ -168,7 +173,7 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Event:
-        if not self._live:
+        if not self._live and not self._closed:
             await self.ready()
         while True:
             if self._closed:
@@ -358,12 +363,14 @@ class MemoryBroker:
         return len(log.events)
 
     async def reply_owner(self, reply_id: str) -> str | None:
+        self._check_open()
         log = self._live_log(reply_id)
         return None if log is None else log.owner_id
 
     async def reply_events(
         self, reply_id: str, *, after: int = 0
     ) -> AsyncIterator[tuple[int, Event]]:
+        self._check_open()
         log = self._live_log(reply_id)
         if log is None:
             return
@@ -391,6 +398,7 @@ class MemoryBroker:
         self._connections += delta
 
     async def connections_count(self) -> int:
+        self._check_open()
         return self._connections
 
     async def healthy(self) -> bool:

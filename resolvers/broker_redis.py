@@ -249,7 +249,7 @@ class RedisBroker:
         while True:
             try:
                 message = await pubsub.get_message(timeout=None)
-            except (RedisError, OSError):
+            except Exception:
                 # Lost connection: redis-py reconnects on the next read and resubscribes
                 # every channel it lists. Messages published meanwhile are lost, as
                 # pub/sub promises nothing more.
@@ -305,6 +305,7 @@ class RedisBroker:
         return seq
 
     async def reply_owner(self, reply_id: str) -> str | None:
+        self._check_open()
         meta, _ = self._reply_keys(reply_id)
         owner = await self._redis.hget(meta, "owner")
         return cast(str | None, owner)
@@ -312,6 +313,7 @@ class RedisBroker:
     async def reply_events(
         self, reply_id: str, *, after: int = 0
     ) -> AsyncIterator[tuple[int, Event]]:
+        self._check_open()
         meta, stream = self._reply_keys(reply_id)
         after = max(after, 0)
         last_seq, closed = await self._redis.hmget(meta, ["seq", "closed"])
@@ -372,6 +374,7 @@ class RedisBroker:
                 log.warning("connection-count heartbeat failed", exc_info=True)
 
     async def connections_count(self) -> int:
+        self._check_open()
         # decode_responses=True: members are str (the stubs also allow bytes).
         workers = sorted(str(w) for w in await self._redis.smembers(self._workers_key))
         if not workers:

@@ -8,6 +8,7 @@ Every test uses its own random key prefix and deletes its keys afterwards.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,16 +36,25 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_ONLY = {"read_block_seconds", "heartbeat_seconds", "worker_id"}
 
 
-def redis_url_or_skip() -> str:
+@functools.cache
+def redis_problem() -> str | None:
+    """Why Redis is unusable, or None; asked once per run, not once per test."""
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
     try:
         client.ping()
     except (RedisError, OSError) as exc:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"CI is set but Redis at {REDIS_URL} is unreachable: {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL} ({exc}); start redis-server or set TEST_REDIS_URL")
+        return f"Redis at {REDIS_URL} is unreachable: {exc}"
     finally:
         client.close()
+    return None
+
+
+def redis_url_or_skip() -> str:
+    problem = redis_problem()
+    if problem is not None:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"CI is set but {problem}")
+        pytest.skip(f"{problem}; start redis-server or set TEST_REDIS_URL")
     return REDIS_URL
 
 
@@ -344,6 +354,8 @@ async def test_aclose_ends_everything_and_leaves_nothing_pending(make: Factory) 
     assert await broker.healthy() is False
     with pytest.raises(BrokerClosed):
         await broker.publish("typing:c9", {})
+    with pytest.raises(BrokerClosed):
+        await broker.reply_owner("r7")
     await broker.aclose()  # idempotent
     others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert others == []
@@ -431,3 +443,25 @@ async def test_many_subscribers_share_one_pubsub_connection(make_redis: Factory)
     assert await nothing_arrives(subs[4], wait=0.05)
     for sub in subs:
         await sub.aclose()
+
+
+async def test_subscriptions_survive_a_dropped_pubsub_connection(make_redis: Factory) -> None:
+    broker = make_redis.redis()
+    async with broker.subscribe("stop:r10") as sub:
+        raw = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+        try:
+            clients = await raw.client_list(_type="pubsub")
+            (mine,) = [c for c in clients if c["name"] == broker.client_name]
+            await raw.client_kill_filter(_id=mine["id"])
+        finally:
+            await raw.aclose()
+        # The reader reconnects and resubscribes; pub/sub is fire-and-forget, so keep
+        # publishing until one gets through.
+        async with asyncio.timeout(5):
+            while True:
+                await broker.publish("stop:r10", {"type": "stop"})
+                try:
+                    assert await next_message(sub, within=0.2) == {"type": "stop"}
+                    break
+                except TimeoutError:
+                    continue
