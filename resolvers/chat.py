@@ -243,7 +243,9 @@ class Chat:
                         "message": "The reply failed unexpectedly", "request_id": request_id}
         finally:
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A broker outage in the stop watcher must not cost the reply its storage and
+            # its terminal event.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
             content = "".join(parts)
             message_id = await self._store(actor, params, content=content, model=request.model,
