@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -191,6 +191,15 @@ class HTTPProvider:
     async def _post(self, session: aiohttp.ClientSession, url: str, *, headers: dict[str, str],
                     body: dict[str, Any]) -> aiohttp.ClientResponse:
         return await session.post(url, json=body, headers=headers, timeout=self._timeout)
+
+    @contextlib.contextmanager
+    def unexpected_shape(self) -> Iterator[None]:
+        """Valid JSON in a shape we do not know (a field of the wrong type) is the provider's
+        fault too: it becomes a ProviderError, never an AttributeError in the chat loop."""
+        try:
+            yield
+        except (AttributeError, TypeError, KeyError, IndexError) as exc:
+            raise self.error(f"{self.label} sent data in an unexpected shape") from exc
 
     def parse_json(self, data: str) -> dict[str, Any]:
         try:

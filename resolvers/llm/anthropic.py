@@ -81,38 +81,40 @@ class AnthropicProvider(HTTPProvider):
         finished = False
         events = self.upstream_stream(f"{self.base_url}/v1/messages", headers=self._headers(),
                                       body=self.build_body(request), stop=stop)
-        async with contextlib.aclosing(events):
-            async for event in events:
-                doc = self.parse_json(event.data)
-                kind = doc.get("type") or event.event
-                if kind == "message_start":
-                    usage = (doc.get("message") or {}).get("usage") or {}
-                    prompt_tokens = _int(usage.get("input_tokens")) or prompt_tokens
-                    completion_tokens = _int(usage.get("output_tokens"))
-                elif kind == "content_block_delta":
-                    delta = doc.get("delta") or {}
-                    text = delta.get("text")
-                    if delta.get("type") == "text_delta" and isinstance(text, str) and text:
-                        chunks += 1
-                        yield TextChunk(text)
-                elif kind == "message_delta":
-                    stop_reason = (doc.get("delta") or {}).get("stop_reason") or stop_reason
-                    usage = doc.get("usage") or {}
-                    if _int(usage.get("output_tokens")) is not None:
-                        completion_tokens = _int(usage.get("output_tokens"))
-                    if _int(usage.get("input_tokens")):
+        with self.unexpected_shape():
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    doc = self.parse_json(event.data)
+                    kind = doc.get("type") or event.event
+                    if kind == "message_start":
+                        usage = (doc.get("message") or {}).get("usage") or {}
                         prompt_tokens = _int(usage.get("input_tokens")) or prompt_tokens
-                elif kind == "message_stop":
-                    finished = True
-                    break
-                elif kind == "error":
-                    err = doc.get("error") or {}
-                    raise self.error(
-                        f"{self.label} error: {err.get('message') or err.get('type') or 'failed'}",
-                        status=529 if err.get("type") == "overloaded_error" else None)
-                # ping, content_block_start/stop and future event types carry no text
-                if stop.is_set:
-                    break
+                        completion_tokens = _int(usage.get("output_tokens"))
+                    elif kind == "content_block_delta":
+                        delta = doc.get("delta") or {}
+                        text = delta.get("text")
+                        if delta.get("type") == "text_delta" and isinstance(text, str) and text:
+                            chunks += 1
+                            yield TextChunk(text)
+                    elif kind == "message_delta":
+                        stop_reason = (doc.get("delta") or {}).get("stop_reason") or stop_reason
+                        usage = doc.get("usage") or {}
+                        if _int(usage.get("output_tokens")) is not None:
+                            completion_tokens = _int(usage.get("output_tokens"))
+                        if _int(usage.get("input_tokens")):
+                            prompt_tokens = _int(usage.get("input_tokens")) or prompt_tokens
+                    elif kind == "message_stop":
+                        finished = True
+                        break
+                    elif kind == "error":
+                        err = doc.get("error") or {}
+                        detail = err.get("message") or err.get("type") or "failed"
+                        raise self.error(
+                            f"{self.label} error: {detail}",
+                            status=529 if err.get("type") == "overloaded_error" else None)
+                    # ping, content_block_start/stop and future event types carry no text
+                    if stop.is_set:
+                        break
         if stop.is_set and not finished:
             # output_tokens arrives with message_delta at the end; until then message_start's
             # placeholder (1) is all we have, so the chunk count is the better estimate.

@@ -79,33 +79,35 @@ class GeminiProvider(HTTPProvider):
                ":streamGenerateContent?alt=sse")
         events = self.upstream_stream(url, headers=self._headers(),
                                       body=self.build_body(request), stop=stop)
-        async with contextlib.aclosing(events):
-            async for event in events:
-                doc = self.parse_json(event.data)
-                if "error" in doc:
-                    err = doc["error"] if isinstance(doc["error"], dict) else {}
-                    raise self.error(f"{self.label} error: {err.get('message') or 'failed'}",
-                                     status=_int(err.get("code")))
-                usage = doc.get("usageMetadata")
-                if isinstance(usage, dict):
-                    prompt_tokens = _int(usage.get("promptTokenCount")) or prompt_tokens
-                    if _int(usage.get("candidatesTokenCount")) is not None:
-                        completion_tokens = _int(usage.get("candidatesTokenCount"))
-                candidates = doc.get("candidates") or []
-                first = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
-                for part in (first.get("content") or {}).get("parts") or ():
-                    text = part.get("text") if isinstance(part, dict) else None
-                    # "thought" parts are the model's hidden reasoning, not the reply
-                    if isinstance(text, str) and text and not part.get("thought"):
-                        chunks += 1
-                        yield TextChunk(text)
-                if first.get("finishReason"):
-                    finish_reason = str(first["finishReason"])
-                if doc.get("promptFeedback", {}).get("blockReason") and not candidates:
-                    raise self.error(f"{self.label} refused the prompt: "
-                                     f"{doc['promptFeedback']['blockReason']}", status=400)
-                if stop.is_set:
-                    break
+        with self.unexpected_shape():
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    doc = self.parse_json(event.data)
+                    if "error" in doc:
+                        err = doc["error"] if isinstance(doc["error"], dict) else {}
+                        raise self.error(f"{self.label} error: {err.get('message') or 'failed'}",
+                                         status=_int(err.get("code")))
+                    usage = doc.get("usageMetadata")
+                    if isinstance(usage, dict):
+                        prompt_tokens = _int(usage.get("promptTokenCount")) or prompt_tokens
+                        if _int(usage.get("candidatesTokenCount")) is not None:
+                            completion_tokens = _int(usage.get("candidatesTokenCount"))
+                    candidates = doc.get("candidates") or []
+                    first = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
+                    for part in (first.get("content") or {}).get("parts") or ():
+                        text = part.get("text") if isinstance(part, dict) else None
+                        # "thought" parts are the model's hidden reasoning, not the reply
+                        if isinstance(text, str) and text and not part.get("thought"):
+                            chunks += 1
+                            yield TextChunk(text)
+                    if first.get("finishReason"):
+                        finish_reason = str(first["finishReason"])
+                    blocked = (doc.get("promptFeedback") or {}).get("blockReason")
+                    if blocked and not candidates:
+                        raise self.error(f"{self.label} refused the prompt: {blocked}",
+                                         status=400)
+                    if stop.is_set:
+                        break
         if stop.is_set and finish_reason is None:
             # candidatesTokenCount may lag the text; the chunk count is the fallback estimate.
             yield Finished(prompt_tokens, max(completion_tokens or 0, chunks), "stopped")

@@ -80,30 +80,31 @@ class OpenAIProvider(HTTPProvider):
         events = self.upstream_stream(f"{self.base_url}/chat/completions",
                                       headers=self._headers(), body=self.build_body(request),
                                       stop=stop)
-        async with contextlib.aclosing(events):
-            async for event in events:
-                if event.data.strip() == "[DONE]":
-                    done = True
-                    break
-                chunk = self.parse_json(event.data)
-                if "error" in chunk:  # some compatible servers report failures in-stream
-                    raise self.error(f"{self.label} error: {_in_stream_error(chunk)}")
-                usage = chunk.get("usage")
-                if isinstance(usage, dict):
-                    prompt_tokens = _int(usage.get("prompt_tokens"), prompt_tokens)
-                    completion_tokens = _int(usage.get("completion_tokens"), completion_tokens)
-                for choice in chunk.get("choices") or ():
-                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                        continue
-                    delta = choice.get("delta") or {}
-                    text = delta.get("content") if isinstance(delta, dict) else None
-                    if isinstance(text, str) and text:
-                        chunks += 1
-                        yield TextChunk(text)
-                    if choice.get("finish_reason"):
-                        finish_reason = str(choice["finish_reason"])
-                if stop.is_set:
-                    break
+        with self.unexpected_shape():
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if event.data.strip() == "[DONE]":
+                        done = True
+                        break
+                    chunk = self.parse_json(event.data)
+                    if "error" in chunk:  # some compatible servers report failures in-stream
+                        raise self.error(f"{self.label} error: {_in_stream_error(chunk)}")
+                    usage = chunk.get("usage")
+                    if isinstance(usage, dict):
+                        prompt_tokens = _int(usage.get("prompt_tokens"), prompt_tokens)
+                        completion_tokens = _int(usage.get("completion_tokens"), completion_tokens)
+                    for choice in chunk.get("choices") or ():
+                        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                            continue
+                        delta = choice.get("delta") or {}
+                        text = delta.get("content") if isinstance(delta, dict) else None
+                        if isinstance(text, str) and text:
+                            chunks += 1
+                            yield TextChunk(text)
+                        if choice.get("finish_reason"):
+                            finish_reason = str(choice["finish_reason"])
+                    if stop.is_set:
+                        break
         if stop.is_set and not done:
             # Usage arrives only at the very end; until then the chunk count is our estimate
             # of the completion tokens (servers send about one token per chunk).

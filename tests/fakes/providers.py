@@ -39,7 +39,8 @@ class Failure:
     malformed_after: sends a frame that is not JSON;
     drop_after: cuts the TCP connection;
     truncate_after: ends the body cleanly but without the provider's end-of-reply marker;
-    stream_error_after: sends the provider's in-stream error event and ends.
+    stream_error_after: sends the provider's in-stream error event and ends;
+    odd_shape_after: sends valid JSON whose fields have the wrong types.
     """
 
     status: int | None = None
@@ -50,6 +51,7 @@ class Failure:
     drop_after: int | None = None
     truncate_after: int | None = None
     stream_error_after: int | None = None
+    odd_shape_after: int | None = None
 
 
 @dataclass
@@ -97,6 +99,9 @@ class FakeProvider:
         raise NotImplementedError
 
     def stream_error_frame(self) -> bytes:
+        raise NotImplementedError
+
+    def odd_shape_frame(self) -> bytes:
         raise NotImplementedError
 
     def models_json(self) -> Any:
@@ -181,6 +186,8 @@ class FakeProvider:
                 await resp.write(self.stream_error_frame())
                 await resp.write_eof()
                 return resp
+            if fail.odd_shape_after == i:
+                await resp.write(self.odd_shape_frame())
             await resp.write(frame)
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
@@ -267,6 +274,9 @@ class FakeOpenAI(FakeProvider):
     def stream_error_frame(self) -> bytes:
         return _sse({"error": {"message": "model crashed while generating", "code": 500}})
 
+    def odd_shape_frame(self) -> bytes:
+        return _sse({"id": "chatcmpl-x", "object": "chat.completion.chunk", "choices": 5})
+
     def models_json(self) -> Any:
         return {"object": "list", "data": [
             {"id": m, "object": "model", "created": 1715367049, "owned_by": "system"}
@@ -330,6 +340,9 @@ class FakeAnthropic(FakeProvider):
         return _sse({"type": "error", "error": {"type": "overloaded_error",
                                                 "message": "Overloaded"}}, "error")
 
+    def odd_shape_frame(self) -> bytes:
+        return _sse({"type": "message_delta", "delta": "end_turn", "usage": 3}, "message_delta")
+
     def models_json(self) -> Any:
         data = [{"type": "model", "id": m, "display_name": m.replace("-", " ").title(),
                  "created_at": "2025-02-19T00:00:00Z"} for m in self.models]
@@ -392,6 +405,9 @@ class FakeGemini(FakeProvider):
     def stream_error_frame(self) -> bytes:
         return _sse({"error": {"code": 503, "message": "The model is overloaded. Please try "
                                "again later.", "status": "UNAVAILABLE"}}, crlf=True)
+
+    def odd_shape_frame(self) -> bytes:
+        return _sse({"candidates": [{"content": "oops", "index": 0}]}, crlf=True)
 
     def models_json(self) -> Any:
         out = []

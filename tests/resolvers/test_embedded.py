@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def provider() -> EmbeddedProvider:
-    p = EmbeddedProvider(n_threads=2)
+    p = EmbeddedProvider()
     asyncio.run(p.load())  # once for the module; the model is shared process-wide anyway
     return p
 
@@ -66,7 +66,7 @@ async def test_lists_the_builtin_model(provider: EmbeddedProvider) -> None:
 
 async def test_model_loads_once_per_process_and_logs_the_time(
         provider: EmbeddedProvider, caplog: pytest.LogCaptureFixture) -> None:
-    again = EmbeddedProvider(n_threads=2)
+    again = EmbeddedProvider()
     assert again.model is provider.model  # same settings: the loaded model is shared
     assert provider.model.load_seconds is not None and provider.model.load_seconds > 0
 
@@ -178,7 +178,7 @@ async def test_stop_while_waiting_in_the_queue(provider: EmbeddedProvider) -> No
 
 
 async def test_long_conversation_drops_oldest_turns() -> None:
-    small = EmbeddedProvider(n_threads=2, n_ctx=512)  # a small context keeps this test quick
+    small = EmbeddedProvider(n_ctx=512)  # a small context keeps this test quick
     filler = "The history of tea is long and interesting. " * 20  # ~200 tokens each
     history: list[ChatMessage] = [ChatMessage("system", "Be brief.")]
     for _ in range(5):

@@ -310,6 +310,13 @@ async def test_error_event_inside_the_stream(case: Case) -> None:
     assert expected in err.value.message
 
 
+async def test_valid_json_of_an_unexpected_shape(case: Case) -> None:
+    case.fake.fail = Failure(odd_shape_after=1)
+    with pytest.raises(ProviderError) as err:
+        await _collect(case.provider, _request(case.model))
+    assert "unexpected shape" in err.value.message
+
+
 async def test_unreachable_upstream() -> None:
     provider = OpenAIProvider(api_key=KEY, base_url="http://127.0.0.1:9/v1",
                               connect_timeout=1.0, stall_timeout=1.0)
