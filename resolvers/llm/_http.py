@@ -2,9 +2,11 @@
 
 Every upstream call goes through aiohttp (httpx's pool bookkeeping collapsed at a few hundred
 concurrent streams in our measurements; aiohttp's didn't). The timeouts are aiohttp's own:
-`sock_connect` bounds opening the TCP connection and `sock_read` bounds each read from the
-socket, i.e. both the wait for the response headers and every gap between two chunks. Both
-surface as `TimeoutError`, which `upstream_stream` turns into ProviderError(timeout=True).
+`connect` bounds DNS, TCP and TLS set-up (and, on a session with a connection limit, the wait
+for a free connection: an injected session should have no or a high limit), and `sock_read`
+bounds each read from the socket, i.e. both the wait for the response headers and every gap
+between two chunks. Both surface as `TimeoutError`, which `upstream_stream` turns into
+ProviderError(timeout=True).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ MAX_LINE_BYTES = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
+    """One server-sent event: its name and its (joined) data lines."""
+
     event: str  # the `event:` field, "" when absent (OpenAI and Gemini never name events)
     data: str
 
@@ -58,7 +62,7 @@ class HTTPProvider:
         self._session = session
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=stall_timeout
+            total=None, connect=connect_timeout, sock_read=stall_timeout
         )
 
     def _get_session(self) -> aiohttp.ClientSession:

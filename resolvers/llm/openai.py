@@ -112,6 +112,8 @@ class OpenAIProvider(HTTPProvider):
             return
         if not done:
             raise self.error(f"{self.label} ended the reply before it was complete")
+        # A server that ignores stream_options reports no usage: then prompt_tokens is 0 and
+        # the chunk count (about one token per chunk) stands in for completion_tokens.
         yield Finished(
             prompt_tokens or 0,
             completion_tokens if completion_tokens is not None else chunks,

@@ -56,6 +56,8 @@ class Failure:
 
 @dataclass
 class RecordedRequest:
+    """One request as the fake received it."""
+
     method: str
     path: str
     query: dict[str, str]
@@ -222,6 +224,7 @@ class FakeOpenAI(FakeProvider):
 
     default_models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
     lead_frames: int = 1  # the role-only chunk
+    send_usage: bool = True  # False: like a server that ignores stream_options
 
     @property
     def api_base(self) -> str:
@@ -244,14 +247,15 @@ class FakeOpenAI(FakeProvider):
         frames = [chunk({"role": "assistant", "content": "", "refusal": None})]
         frames += [chunk({"content": text}) for text in self.chunks]
         frames.append(chunk({}, "length" if self.finish == "length" else "stop"))
-        frames.append(_sse({**base, "choices": [], "usage": {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0,
-                                          "rejected_prediction_tokens": 0}}}))
+        if self.send_usage:
+            frames.append(_sse({**base, "choices": [], "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                              "accepted_prediction_tokens": 0,
+                                              "rejected_prediction_tokens": 0}}}))
         frames.append(b"data: [DONE]\n\n")
         return frames
 

@@ -169,6 +169,18 @@ def test_anthropic_temperature_is_clamped_to_its_range() -> None:
         GenerationRequest(model="claude", messages=[ChatMessage("user", "hi")]))
 
 
+async def test_openai_compatible_server_without_usage_estimates_from_chunks(
+        openai_fake: FakeOpenAI) -> None:
+    openai_fake.send_usage = False
+    openai_fake.chunks = ["a", "b", "c"]
+    provider = OpenAIProvider(base_url=openai_fake.api_base)
+    try:
+        items = await _collect(provider, _request("llama3.2"))
+    finally:
+        await provider.aclose()
+    assert items[-1] == Finished(prompt_tokens=0, completion_tokens=3, finish_reason="stop")
+
+
 async def test_anthropic_request_puts_system_prompt_top_level(
         anthropic_fake: FakeAnthropic) -> None:
     provider = AnthropicProvider(api_key=KEY, base_url=anthropic_fake.base_url)
