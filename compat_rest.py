@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -407,11 +407,16 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def event_stream(services: Services, user: User, request_id: str,
-                       after: int) -> StreamingResponse | JSONResponse:
+                       after: int) -> Response:
     """SSE of a reply's events. An error before any chunk becomes a plain 502/504 answer,
     so a client sees the failure in the status code when it still can."""
     events = services.chat.events(user, request_id, after=after)
-    first_seq, first = await anext(events)
+    try:
+        first_seq, first = await anext(events)
+    except StopAsyncIteration:
+        # The client already has the whole reply (an EventSource reconnects after the end,
+        # sending the terminal event's id); 204 tells an EventSource to stop reconnecting.
+        return Response(status_code=204)
     if first["type"] == "error" and after == 0:
         await events.aclose()
         return error_response(chat.error_of(first))

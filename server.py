@@ -13,13 +13,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
-from strawberry.fastapi import GraphQLRouter
 
 import compat_rest
+import compat_ws
 from resolvers.assembly import running_services
 from resolvers.settings import Settings
-from schema import schema
-from schema.context import get_context
+from schema import GraphQLRouter, schema
 
 log = logging.getLogger("chat_studio.server")
 
@@ -51,10 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
     )
     compat_rest.install(app)
-    graphql: GraphQLRouter[object, None] = GraphQLRouter(
-        schema, context_getter=get_context, graphql_ide="graphiql"
-    )
-    app.include_router(graphql, prefix="/graphql")
+    compat_ws.install(app)
+    app.include_router(GraphQLRouter(schema, settings), prefix="/graphql")
     return app
 
 
@@ -63,8 +60,11 @@ def main() -> None:
 
     settings = Settings()
     logging.basicConfig(level=settings.log_level)
+    # The protocol-level cap sits well above WS_MAX_MESSAGE_BYTES, so an oversized /ws message
+    # gets the contract's `message_too_large` error instead of a dropped connection.
     uvicorn.run("server:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level.lower())
+                workers=settings.workers, log_level=settings.log_level.lower(),
+                ws_max_size=max(16 * settings.ws_max_message_bytes, 1024 * 1024))
 
 
 if __name__ == "__main__":

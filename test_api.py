@@ -40,7 +40,7 @@ GRAPHQL_ME_QUERY = "{ me { id username } }"
 # ChatEvent is a union of ChatChunk | ChatComplete | ChatError.
 GRAPHQL_CHAT_STREAM_SUBSCRIPTION = """
 subscription {
-  chatStream(input: {messages: [{role: "user", content: "Say hi"}], maxTokens: 16}) {
+  chatStream(input: {messages: [{role: user, content: "Say hi"}], maxTokens: 16}) {
     __typename
     ... on ChatChunk { content }
     ... on ChatComplete { tokens model }

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy import func, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import RefreshToken, User
-from resolvers import validation
+from resolvers import revocation, validation
 from resolvers.clock import now_ms, utcnow
 from resolvers.errors import InvalidCredentials, NotFound, Unauthenticated, UsernameTaken
 from resolvers.security import Security
+
+if TYPE_CHECKING:
+    from resolvers.broker import Broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +165,11 @@ async def logout(
     *,
     refresh_token: str | None = None,
     everywhere: bool = False,
+    broker: Broker | None = None,
 ) -> None:
     """Revoke one refresh token's family, or (everywhere) all the user's tokens, access
-    tokens included: they carry a generation that no longer matches."""
+    tokens included: they carry a generation that no longer matches. With `broker`, live
+    sockets signed in with those tokens are closed on every worker too."""
     now = now_ms()
     if everywhere:
         await session.exec(
@@ -188,6 +194,34 @@ async def logout(
         if row is not None:
             await _revoke_family(session, row.family_id, now)
     await session.commit()
+    if everywhere and broker is not None:
+        generation = (
+            await session.exec(select(User.token_generation).where(col(User.id) == actor.id))
+        ).one()
+        await revocation.publish_revocation(broker, actor.id, "logout",
+                                            below_generation=generation)
+
+
+async def delete_account(
+    session: AsyncSession,
+    security: Security,
+    actor: User,
+    *,
+    password: str,
+    broker: Broker | None = None,
+) -> None:
+    """Delete the caller's account and everything it owns (conversations, messages, tokens,
+    usage). Needs the password again. With `broker`, the user's live sockets close."""
+    ok = await asyncio.to_thread(
+        security.verify_password, password[: validation.PASSWORD_MAX * 4], actor.password_hash
+    )
+    if not ok:
+        raise InvalidCredentials("Incorrect password")
+    # The database cascades to every row that belongs to the user.
+    await session.exec(delete(User).where(col(User.id) == actor.id))
+    await session.commit()
+    if broker is not None:
+        await revocation.publish_revocation(broker, actor.id, "deleted")
 
 
 async def count_users(session: AsyncSession) -> int:

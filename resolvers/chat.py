@@ -296,7 +296,8 @@ class Chat:
 
     async def events(self, actor: User, request_id: str, *,
                      after: int = 0) -> AsyncGenerator[tuple[int, dict[str, Any]], None]:
-        """The reply's events after `after`, exactly once, ending with the terminal one.
+        """The reply's events after `after`, exactly once, ending with the terminal one;
+        nothing at all when `after` is already at or past the terminal event.
 
         Only the owner can read a reply: the key is scoped by the caller's own id, and the
         broker's owner record is checked as well.
@@ -304,15 +305,27 @@ class Chat:
         key = reply_key(actor.id, request_id)
         if await self.broker.reply_owner(key) != actor.id:
             raise NotFound("Reply not found (unknown, expired or not yours)")
-        ended = False
+        ended = delivered = False
         async for seq, event in self.broker.reply_events(key, after=after):
+            delivered = True
             ended = event.get("type") in ("chat_complete", "error")
             yield seq, event
+        if not delivered and after > 0 and await self._kept(key, actor):
+            # `after` is at or past the terminal event of a reply that is still kept: the
+            # caller has all of it (an EventSource reconnects after the end with the last
+            # id). Nothing more to send, and nothing went wrong.
+            return
         if not ended:
             # The log expired or its producer died without a terminal event.
             yield after, {"type": "error", "code": "internal",
                           "message": "The reply is no longer available",
                           "request_id": request_id}
+
+    async def _kept(self, key: str, actor: User) -> bool:
+        try:
+            return await self.broker.reply_owner(key) == actor.id
+        except Exception:  # the broker is closing: the reply is not available any more
+            return False
 
     async def stop(self, actor: User, request_id: str) -> bool:
         """Ask the reply to stop (on whichever worker generates it). False when it is not

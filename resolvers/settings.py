@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     # --- replies ---
     reply_retention_seconds: int = Field(300, ge=1)
 
+    # --- real-time (WebSocket /ws/{user_id} and GraphQL subscriptions) ---
+    ws_auth_timeout_seconds: float = Field(30.0, gt=0)  # unauthenticated /ws sockets: 4401
+    ws_max_message_bytes: int = Field(64 * 1024, ge=1024)  # larger /ws frames: an error
+    graphql_legacy_ws: bool = True  # also speak the legacy `graphql-ws` subprotocol
+
     @field_validator("allowed_origins", "openai_models", "anthropic_models", "gemini_models",
                      mode="before")
     @classmethod

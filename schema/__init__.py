@@ -19,6 +19,7 @@ from schema.errors import ErrorCodes
 from schema.mutations import Mutation as CoreMutation
 from schema.queries import Query as CoreQuery
 from schema.scalars import SCALAR_MAP
+from schema.subscriptions import GraphQLRouter, StreamErrorCodes, Subscription, TypingMutation
 
 
 class Schema(strawberry.Schema):
@@ -30,12 +31,15 @@ class Schema(strawberry.Schema):
 
 
 Query = merge_types("Query", (CoreQuery, ChatQuery))
-Mutation = merge_types("Mutation", (CoreMutation, ChatMutation))
+Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation))
 
 
 def build_schema(**kwargs: Any) -> Schema:
-    return Schema(query=Query, mutation=Mutation, extensions=[ErrorCodes],
+    return Schema(query=Query, mutation=Mutation, subscription=Subscription,
+                  extensions=[ErrorCodes, StreamErrorCodes],
                   config=StrawberryConfig(scalar_map=SCALAR_MAP), **kwargs)
 
 
 schema = build_schema()
+
+__all__ = ["GraphQLRouter", "Schema", "build_schema", "schema"]

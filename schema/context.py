@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ class Context(BaseContext):
         self._user: User | None = None
         # Set by the WebSocket handler from connection_init (subscriptions).
         self.ws_token: str | None = None
+        # Tags this connection's typing events, so that it never hears itself.
+        self.connection_id = uuid.uuid4().hex
         self.loaders = Loaders(messages=DataLoader(load_fn=self._load_messages))
 
     async def session(self) -> AsyncSession:
@@ -45,6 +48,10 @@ class Context(BaseContext):
         if self._session is None:
             self._session = await self._stack.enter_async_context(self.services.db.session())
         return self._session
+
+    def authenticated(self, user: User, token: str) -> None:
+        """A WebSocket authenticated at connect time (connection_init)."""
+        self._user, self.ws_token = user, token
 
     def token(self) -> str | None:
         return self.ws_token or bearer_token(self.connection.headers.get("authorization"))

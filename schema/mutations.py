@@ -64,7 +64,17 @@ class Mutation:
         context = ctx(info)
         await auth.logout(
             await context.session(), context.services.security, await context.actor(),
-            refresh_token=refresh_token, everywhere=everywhere,
+            refresh_token=refresh_token, everywhere=everywhere, broker=context.services.broker,
+        )
+        return True
+
+    @strawberry.mutation(description="Delete your account and everything in it (needs your "
+                         "password); your open connections close.")
+    async def delete_account(self, info: strawberry.Info, password: str) -> bool:
+        context = ctx(info)
+        await auth.delete_account(
+            await context.session(), context.services.security, await context.actor(),
+            password=password, broker=context.services.broker,
         )
         return True
 

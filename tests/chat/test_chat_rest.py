@@ -343,6 +343,21 @@ async def test_resume_after_last_event_id(user: User, fakes: FakeThread) -> None
         assert [e["content"] for e in _parse(response.text)[:-1]] == ["f"]
 
 
+async def test_resume_after_the_end_is_204_not_an_error(user: User, fakes: FakeThread) -> None:
+    """An EventSource reconnects after the stream ends, sending the terminal event's id: the
+    reply is complete and the client has all of it, so there is nothing to send and nothing
+    went wrong. 204 is what tells an EventSource to stop reconnecting."""
+    async with asyncio.timeout(LIMIT):
+        async with user.http.stream("POST", "/api/chat", headers=user.headers, json={
+                "messages": ask(), "stream": True, "request_id": "ended-1"}) as response:
+            events = await read_all(response)
+        assert events[-1].type == "chat_complete"
+        response = await user.http.get("/api/chat/ended-1/events", headers={
+            **user.headers, "Last-Event-ID": str(events[-1].id)})
+    assert response.status_code == 204
+    assert response.content == b""
+
+
 def _parse(body: str) -> list[dict[str, Any]]:
     import json
 
