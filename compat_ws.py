@@ -1,0 +1,347 @@
+"""The WebSocket half of the documented contract: `/ws/{user_id}` (see CONTRACT.md).
+
+Thin like compat_rest.py: parse a message, call resolvers/, send the answer. One
+`Connection` per socket; every reply is read by its own task, so several replies on one socket
+interleave, each event carrying its `request_id` and `seq`.
+
+    → {"type":"auth","token":"…"}            (or ?token=… on the URL)
+    → {"type":"ping"}                         ← {"type":"pong","timestamp":…}
+    → {"type":"chat","content":"Hi","request_id":"r1","conversation_id":"conv_1"}
+    ← {"type":"chat_chunk","content":"Hel","request_id":"r1","seq":1} …
+    ← {"type":"chat_complete","tokens":4,"model":"…","request_id":"r1","seq":5,…}
+    → {"type":"stop","request_id":"r1"}       → {"type":"resume","request_id":"r1","after":3}
+    → {"type":"join","conversation_id":"conv_1"}   ← {"type":"joined","conversation_id":…}
+    → {"type":"typing"}                       (the user's other sockets in that conversation
+                                               get {"type":"user_typing",…})
+Close codes: 4401 unauthenticated (timeout, bad or expired token, logout everywhere, account
+deleted), 4403 the token belongs to another user than the path's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from models import User
+from resolvers import auth, chat, presence, revocation, validation
+from resolvers.clock import now_ms
+from resolvers.errors import AppError, BadInput, ProviderTimeout
+from resolvers.services import Services
+
+log = logging.getLogger("chat_studio.ws")
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+# Bounds per socket: joined conversations and replies read at the same time.
+MAX_CONVERSATIONS = 100
+MAX_READERS = 32
+# Served after authentication, each by `Connection.on_<type>`.
+MESSAGE_TYPES = frozenset({"chat", "stop", "resume", "join", "typing"})
+
+router = APIRouter()
+
+
+def error_code(exc: AppError) -> str:
+    """The contract's lower-case codes: not_found, rate_limited, provider_error, …"""
+    if isinstance(exc, ProviderTimeout):
+        return "provider_timeout"
+    if isinstance(exc, BadInput):
+        return "bad_request"
+    return exc.code.lower()
+
+
+def error(code: str, message: str, request_id: str | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if request_id is not None:
+        event["request_id"] = request_id
+    return event
+
+
+def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...],
+           default: Any = None) -> Any:
+    value = data.get(name, default)
+    if value is None:
+        return default
+    # bool is an int in Python, never a number in JSON terms.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise BadInput(f"{name} has the wrong type", field=name)
+    if not isinstance(value, kind):
+        raise BadInput(f"{name} has the wrong type", field=name)
+    return value
+
+
+def chat_params(data: dict[str, Any]) -> chat.ChatParams:
+    """A `chat` message → ChatParams (types checked here, values by resolvers/chat.py)."""
+    content = _field(data, "content", str)
+    raw_messages = _field(data, "messages", list, [])
+    messages: list[chat.ChatMessageInput] = []
+    for item in raw_messages:
+        if not isinstance(item, dict) or not isinstance(item.get("content"), str) \
+                or not isinstance(item.get("role", "user"), str):
+            raise BadInput("messages must be objects with role and content", field="messages")
+        messages.append(chat.ChatMessageInput(role=item.get("role", "user"),
+                                              content=item["content"]))
+    if content is not None:
+        messages.append(chat.ChatMessageInput(role="user", content=content))
+    if not messages or not messages[-1].content.strip():
+        raise BadInput("content is required", field="content")
+    return chat.ChatParams(
+        messages=messages,
+        model=_field(data, "model", str),
+        temperature=float(_field(data, "temperature", (int, float), 0.7)),
+        max_tokens=_field(data, "max_tokens", int, 2048),
+        conversation_id=_field(data, "conversation_id", str),
+        request_id=_field(data, "request_id", str),
+        system_prompt=_field(data, "system_prompt", str),
+    )
+
+
+class Connection:
+    """One /ws/{user_id} socket."""
+
+    def __init__(self, websocket: WebSocket, services: Services, path_user_id: str) -> None:
+        self.ws = websocket
+        self.services = services
+        self.path_user_id = path_user_id
+        self.settings = services.settings
+        self.user: User | None = None
+        self.connection_id = uuid.uuid4().hex
+        self.conversations: dict[str, asyncio.Task[None]] = {}  # joined → typing listener
+        self.pending_joins: list[str] = []  # named before authentication
+        self.readers: set[asyncio.Task[None]] = set()
+        self.watcher: asyncio.Task[None] | None = None
+        self.send_lock = asyncio.Lock()
+        self.closed = False
+
+    # --- sending ---
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        async with self.send_lock:
+            try:
+                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self.closed = True
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        async with self.send_lock:
+            if self.ws.application_state == WebSocketState.CONNECTED:
+                with contextlib.suppress(RuntimeError, OSError):
+                    await self.ws.close(code=code, reason=reason[:120])
+
+    # --- lifecycle ---
+    async def serve(self) -> None:
+        await self.ws.accept()
+        broker = self.services.broker
+        await broker.connections_add(1)
+        deadline = asyncio.create_task(self._auth_deadline())
+        try:
+            joins = self.ws.query_params.getlist("conversation_id")
+            self.pending_joins = [cid for cid in joins if cid]
+            token = self.ws.query_params.get("token")
+            if token and not await self.authenticate(token):
+                return
+            await self.receive_loop()
+        finally:
+            self.closed = True
+            tasks = [deadline, *self.readers, *self.conversations.values()]
+            if self.watcher is not None:
+                tasks.append(self.watcher)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await broker.connections_add(-1)
+
+    async def _auth_deadline(self) -> None:
+        await asyncio.sleep(self.settings.ws_auth_timeout_seconds)
+        if self.user is None:
+            await self.close(CLOSE_UNAUTHENTICATED, "authentication timeout")
+
+    async def _close_when_revoked(self, token: str) -> None:
+        services = self.services
+        reason = await revocation.wait_until_revoked(services.broker, services.db,
+                                                     services.security, token)
+        await self.send(error("unauthenticated", f"Token {reason}"))
+        await self.close(CLOSE_UNAUTHENTICATED, f"token {reason}")
+
+    async def authenticate(self, token: str) -> bool:
+        try:
+            async with self.services.db.session() as session:  # short: sockets hold none
+                user = await auth.authenticate(session, self.services.security, token)
+        except AppError as exc:
+            await self.send(error("unauthenticated", exc.message))
+            await self.close(CLOSE_UNAUTHENTICATED, exc.message)
+            return False
+        if user.id != self.path_user_id:
+            await self.close(CLOSE_FORBIDDEN, "the token belongs to another user")
+            return False
+        self.user = user
+        if self.watcher is not None:  # re-authentication (a refreshed token)
+            self.watcher.cancel()
+        self.watcher = asyncio.create_task(self._close_when_revoked(token))
+        joins, self.pending_joins = self.pending_joins, []
+        for conversation_id in joins:
+            try:
+                await self.join(conversation_id)
+            except AppError as exc:
+                await self.send(error(error_code(exc), exc.message))
+        return True
+
+    async def receive_loop(self) -> None:
+        limit = self.settings.ws_max_message_bytes
+        while not self.closed:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text: str | None = message.get("text")
+            data_bytes: bytes | None = message.get("bytes")
+            if text is not None:  # a character is at most 4 bytes: encode only when close
+                size = len(text) if len(text) * 4 <= limit else len(text.encode())
+            else:
+                size = len(data_bytes or b"")
+            if size > limit:
+                await self.send(error("message_too_large",
+                                      f"Messages are limited to {limit} bytes"))
+                continue
+            try:
+                data = json.loads(text if text is not None else (data_bytes or b""))
+            except ValueError:
+                await self.send(error("invalid_json", "The message is not valid JSON"))
+                continue
+            if not isinstance(data, dict):
+                await self.send(error("invalid_json", "The message must be a JSON object"))
+                continue
+            await self.dispatch(data)
+
+    # --- messages ---
+    async def dispatch(self, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "ping":
+            await self.send({"type": "pong", "timestamp": now_ms()})
+            return
+        if kind == "auth":
+            token = data.get("token")
+            if not isinstance(token, str) or not token:
+                await self.send(error("bad_request", "auth needs a token"))
+                return
+            if await self.authenticate(token):
+                await self.send({"type": "auth_ok", "user_id": self.path_user_id})
+            return
+        handler = getattr(self, f"on_{kind}", None) if kind in MESSAGE_TYPES else None
+        if handler is None:
+            await self.send(error("unknown_type", f"Unknown message type {kind!r}"))
+            return
+        if self.user is None:
+            await self.send(error("unauthenticated",
+                                  'Authenticate first: {"type":"auth","token":"..."}'))
+            return
+        request_id = data.get("request_id") if isinstance(data.get("request_id"), str) else None
+        try:
+            await handler(self.user, data)
+        except AppError as exc:
+            await self.send(error(error_code(exc), exc.message, request_id))
+
+    async def on_chat(self, user: User, data: dict[str, Any]) -> None:
+        params = chat_params(data)
+        if len(self.readers) >= MAX_READERS:
+            raise BadInput(f"At most {MAX_READERS} replies at a time on one connection")
+        handle = await self.services.chat.start(user, params)
+        if params.conversation_id is not None:
+            await self.join(params.conversation_id)
+        self._read(user, handle.request_id, after=0)
+
+    async def on_stop(self, user: User, data: dict[str, Any]) -> None:
+        request_id = _field(data, "request_id", str)
+        if request_id is None:
+            raise BadInput("stop needs a request_id", field="request_id")
+        # The reply's own chat_complete (finish_reason "stopped") answers a successful stop.
+        if not await self.services.chat.stop(user, request_id):
+            await self.send(error("not_found", "No such reply of yours", request_id))
+
+    async def on_resume(self, user: User, data: dict[str, Any]) -> None:
+        request_id = _field(data, "request_id", str)
+        after = _field(data, "after", int, 0)
+        if request_id is None or after < 0:
+            raise BadInput("resume needs a request_id and after ≥ 0", field="request_id")
+        if len(self.readers) >= MAX_READERS:
+            raise BadInput(f"At most {MAX_READERS} replies at a time on one connection")
+        self._read(user, request_id, after=after)
+
+    async def on_join(self, user: User, data: dict[str, Any]) -> None:
+        conversation_id = _field(data, "conversation_id", str)
+        if conversation_id is None:
+            raise BadInput("join needs a conversation_id", field="conversation_id")
+        await self.join(conversation_id)
+        await self.send({"type": "joined", "conversation_id": conversation_id})
+
+    async def on_typing(self, user: User, data: dict[str, Any]) -> None:
+        conversation_id = _field(data, "conversation_id", str)
+        if conversation_id is not None:
+            await self.join(conversation_id)
+        targets = [conversation_id] if conversation_id is not None else list(self.conversations)
+        if not targets:
+            raise BadInput("typing needs a conversation_id (or join a conversation first)",
+                           field="conversation_id")
+        for target in targets:
+            await presence.publish_typing(self.services.broker, user, conversation_id=target,
+                                          connection_id=self.connection_id)
+
+    # --- helpers ---
+    def _read(self, user: User, request_id: str, *, after: int) -> None:
+        task = asyncio.create_task(self._forward(user, request_id, after))
+        self.readers.add(task)
+        task.add_done_callback(self.readers.discard)
+
+    async def _forward(self, user: User, request_id: str, after: int) -> None:
+        """Send a reply's events from the reply log; the reply itself runs on regardless."""
+        try:
+            async for seq, event in self.services.chat.events(user, request_id, after=after):
+                await self.send({**event, "seq": seq})
+        except AppError as exc:
+            await self.send(error(error_code(exc), exc.message, request_id))
+        except Exception:
+            log.exception("reading reply %s failed", request_id)
+            await self.send(error("internal", "Reading the reply failed", request_id))
+
+    async def join(self, conversation_id: str) -> None:
+        """Be in the conversation: hear the user's other connections typing there."""
+        validation.identifier(conversation_id, field="conversation_id")
+        if conversation_id in self.conversations or self.user is None:
+            return
+        if len(self.conversations) >= MAX_CONVERSATIONS:
+            raise BadInput(f"At most {MAX_CONVERSATIONS} conversations per connection")
+        subscription = presence.subscribe_typing(self.services.broker, self.user,
+                                                 conversation_id=conversation_id)
+        await subscription.ready()  # live before we answer: nothing typed later is missed
+        self.conversations[conversation_id] = asyncio.create_task(
+            self._forward_typing(subscription))
+
+    async def _forward_typing(self, subscription: Any) -> None:
+        try:
+            async for event in presence.others(subscription, self.connection_id):
+                await self.send({"type": "user_typing", "user_id": event["user_id"],
+                                 "conversation_id": event["conversation_id"],
+                                 "timestamp": event["timestamp"]})
+        finally:
+            await subscription.aclose()
+
+
+@router.websocket("/ws/{user_id}")
+async def websocket_endpoint(websocket: WebSocket, user_id: str) -> None:
+    """The contract's WebSocket; authenticate with ?token= or a first `auth` message."""
+    services: Services = websocket.app.state.services
+    await Connection(websocket, services, user_id).serve()
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
