@@ -115,6 +115,17 @@ async def test_provider_prefixed_model_ids(user: User, fakes: FakeThread,
     assert sent(provider, fakes.all[provider]).model == MODELS[provider]
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_reply_cut_by_max_tokens_says_length(user: User, fakes: FakeThread,
+                                                   provider: str) -> None:
+    fakes.all[provider].finish = "length"
+    async with asyncio.timeout(LIMIT):
+        response = await user.post_chat(messages=ask(), model=MODELS[provider], max_tokens=4)
+    assert response.status_code == 200, response.text
+    assert response.json()["finish_reason"] == "length"
+    assert response.json()["content"] == "".join(DEFAULT_CHUNKS)
+
+
 # ---------------------------------------------------------------- SSE
 
 
@@ -310,6 +321,21 @@ async def test_client_hanging_up_mid_stream_still_gets_the_reply_kept(
     assert reply["content"] == "".join(fake.chunks)
     assert reply["status"] == "complete"
     assert reply["tokens"] == 8
+
+
+async def test_json_client_hanging_up_still_gets_the_reply_kept(user: User,
+                                                               fakes: FakeThread) -> None:
+    fakes.gemini.chunks = [f"part{i} " for i in range(6)]
+    fakes.gemini.chunk_delay = 0.1
+    conversation_id = await user.new_conversation()
+    async with asyncio.timeout(LIMIT):
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):  # the client gives up before the reply is done
+                await user.post_chat(messages=ask(), model=MODELS["gemini"],
+                                     conversation_id=conversation_id)
+        messages = await wait_for_reply(user, conversation_id)
+    assert (messages[-1]["content"], messages[-1]["status"]) == ("".join(fakes.gemini.chunks),
+                                                                 "complete")
 
 
 async def test_resume_after_last_event_id(user: User, fakes: FakeThread) -> None:
