@@ -6,6 +6,7 @@ Every variable of the integration guide plus what we add; `.env.example` documen
 from __future__ import annotations
 
 import secrets
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -33,6 +34,20 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def _read_key(path: Path) -> str:
+    # Another worker may have created the file and not written it yet: give it a moment. An
+    # empty file after that (an interrupted first start) must not sign tokens with "".
+    for _ in range(50):
+        key = path.read_text().strip()
+        if key:
+            return key
+        time.sleep(0.02)
+    raise SettingsError(
+        f"{path} is empty (an interrupted first start?): delete it to have a new key made, "
+        "or set SECRET_KEY."
+    )
 
 
 class Settings(BaseSettings):
@@ -132,7 +147,7 @@ class Settings(BaseSettings):
             return self.secret_key
         path = self.data_dir / "secret_key"
         try:
-            return path.read_text().strip()
+            return _read_key(path)
         except FileNotFoundError:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             key = secrets.token_urlsafe(48)
@@ -143,7 +158,7 @@ class Settings(BaseSettings):
                 path.chmod(0o600)
                 return key
             except FileExistsError:
-                return path.read_text().strip()
+                return _read_key(path)
 
     @property
     def is_production(self) -> bool:

@@ -108,3 +108,13 @@ def test_allowed_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) ->
     settings = from_env(monkeypatch,
                         ALLOWED_ORIGINS="http://localhost:3000, https://chat.example.com")
     assert settings.allowed_origins == ["http://localhost:3000", "https://chat.example.com"]
+
+
+def test_an_empty_key_file_is_refused_not_used(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    # A first start killed between creating and writing the file must not leave a server that
+    # signs tokens with an empty key (every login would fail with a 500).
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "secret_key").write_text("")
+    with pytest.raises(SettingsError, match="secret_key is empty"):
+        Security(from_env(monkeypatch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import statistics
 import time
@@ -306,3 +307,26 @@ def test_security_built_twice_from_one_settings_verifies_the_same_tokens(
     token, _ = Security(settings).create_access_token("user_x", 3)
     claims = Security(settings).decode_access_token(token)
     assert (claims.user_id, claims.generation) == ("user_x", 3)
+
+
+async def test_concurrent_registrations_of_one_name_make_one_account(
+    services: Services,
+) -> None:
+    results = await asyncio.gather(
+        *(_register(services, "alice", f"alice{i}@example.com") for i in range(4)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, auth.TokenPair) for r in results) == 1, results
+    assert all(isinstance(r, UsernameTaken) for r in results if not isinstance(
+        r, auth.TokenPair)), results
+    async with services.db.session() as session:
+        assert await auth.count_users(session) == 1
+
+
+async def test_concurrent_uses_of_one_refresh_token_rotate_it_once(services: Services) -> None:
+    pair = await _register(services)
+    results = await asyncio.gather(*(_refresh(services, pair.refresh_token) for _ in range(3)),
+                                   return_exceptions=True)
+    winners = [r for r in results if isinstance(r, auth.TokenPair)]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, Unauthenticated) for r in results if r not in winners), results
