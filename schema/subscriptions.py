@@ -198,7 +198,10 @@ class GraphQLRouter(StrawberryRouter[Context, None]):
         if settings.graphql_legacy_ws:
             protocols = (GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL)
         super().__init__(
-            schema, context_getter=get_context, graphql_ide="graphiql",
+            # A FastAPI dependency with `yield` (it closes the request's session), which
+            # Strawberry's annotation does not cover.
+            schema, context_getter=get_context,  # type: ignore[arg-type]
+            graphql_ide="graphiql",
             subscription_protocols=protocols,
             connection_init_wait_timeout=timedelta(seconds=settings.ws_auth_timeout_seconds),
             allowed_origins=settings.allowed_origins, **kwargs,
