@@ -237,6 +237,10 @@ class Broker(Protocol):
         ...
 
     # --- connection counting across workers (/health active_connections) ---
+    async def reply_closed(self, reply_id: str) -> bool:
+        """True once the reply's terminal event is in its (still kept) log."""
+        ...
+
     async def connections_add(self, delta: int) -> None: ...
 
     async def connections_count(self) -> int: ...
@@ -366,6 +370,11 @@ class MemoryBroker:
         self._check_open()
         log = self._live_log(reply_id)
         return None if log is None else log.owner_id
+
+    async def reply_closed(self, reply_id: str) -> bool:
+        self._check_open()
+        log = self._live_log(reply_id)
+        return log is not None and log.closed
 
     async def reply_events(
         self, reply_id: str, *, after: int = 0

@@ -310,6 +310,11 @@ class RedisBroker:
         owner = await self._redis.hget(meta, "owner")
         return cast(str | None, owner)
 
+    async def reply_closed(self, reply_id: str) -> bool:
+        self._check_open()
+        meta, _ = self._reply_keys(reply_id)
+        return bool(await self._redis.hget(meta, "closed") == "1")
+
     async def reply_events(
         self, reply_id: str, *, after: int = 0
     ) -> AsyncIterator[tuple[int, Event]]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models import User
-from resolvers import conversations, stats, validation
+from resolvers import conversations, metrics, stats, validation
 from resolvers.broker import Broker, ReplyExists
 from resolvers.clock import now_ms
 from resolvers.db import Database
@@ -42,6 +42,8 @@ from resolvers.llm.base import (
     TextChunk,
 )
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
+from resolvers.quota import ChatLimits, check_chat_allowed
+from resolvers.ratelimit import RateLimiter
 
 log = logging.getLogger("chat_studio.chat")
 
@@ -125,6 +127,18 @@ def _validated(params: ChatParams) -> ChatParams:
     return params
 
 
+def _observe_usage(model: str, prompt_tokens: int, completion_tokens: int,
+                   generating_seconds: float) -> None:
+    """metrics: tokens used and generation speed of one reply."""
+    if prompt_tokens:
+        metrics.CHAT_TOKENS.labels(model=model, kind="prompt").inc(prompt_tokens)
+    if completion_tokens:
+        metrics.CHAT_TOKENS.labels(model=model, kind="completion").inc(completion_tokens)
+        if generating_seconds > 0:
+            metrics.CHAT_TOKENS_PER_SECOND.labels(model=model).observe(
+                completion_tokens / generating_seconds)
+
+
 def error_of(event: dict[str, Any]) -> AppError:
     """The AppError an `error` event stands for (REST status, GraphQL code)."""
     if event.get("code") == "provider_timeout":
@@ -142,6 +156,9 @@ class Chat:
     broker: Broker
     registry: ProviderRegistry
     _running: dict[str, _Running] = field(default_factory=dict)
+    # Abuse limits, enforced in start() for every transport (built by assembly.py).
+    limiter: RateLimiter | None = None
+    limits: ChatLimits = field(default_factory=ChatLimits)
 
     async def models(self) -> list[ModelInfo]:
         return await self.registry.list_models()
@@ -166,6 +183,8 @@ class Chat:
         Returns at once; the reply's events are read with `events()`.
         """
         params = _validated(params)
+        # limits: requests per minute and the daily token quota (every transport).
+        await check_chat_allowed(self.db, actor, limiter=self.limiter, limits=self.limits)
         provider, model = await self._resolve(params.model)
         request_id = params.request_id or uuid.uuid4().hex
         key = reply_key(actor.id, request_id)
@@ -206,6 +225,7 @@ class Chat:
         )
         self._running[key] = _Running(stop=stop, task=task)
         task.add_done_callback(lambda _t: self._running.pop(key, None))
+        metrics.CHAT_REQUESTS.labels(model=model).inc()  # metrics
         return ReplyHandle(request_id=request_id, model=model, reply_key=key)
 
     async def _generate(self, actor: User, key: str, request_id: str, provider: Any,
@@ -217,10 +237,15 @@ class Chat:
         terminal: dict[str, Any] | None = None
         watcher = asyncio.create_task(self._watch_stop(key, stop))
         started = time.perf_counter()
+        first_token_at: float | None = None  # metrics
         try:
             async for item in provider.stream(request, stop):
                 if isinstance(item, TextChunk):
                     if item.text:
+                        if first_token_at is None:  # metrics
+                            first_token_at = time.perf_counter()
+                            metrics.CHAT_TIME_TO_FIRST_TOKEN.labels(model=request.model).observe(
+                                first_token_at - started)
                         parts.append(item.text)
                         await self.broker.reply_append(key, {
                             "type": "chat_chunk", "content": item.text, "request_id": request_id})
@@ -234,11 +259,13 @@ class Chat:
         except ProviderError as exc:
             code = "provider_timeout" if exc.timeout else "provider_error"
             log.warning("provider %s failed for %s: %s", exc.provider, key, exc.message)
+            metrics.CHAT_ERRORS.labels(model=request.model, code=code).inc()  # metrics
             terminal = {"type": "error", "code": code, "message": exc.message,
                         "request_id": request_id}
             completion_tokens = completion_tokens or len(parts)
         except Exception:
             log.exception("reply %s failed", key)
+            metrics.CHAT_ERRORS.labels(model=request.model, code="internal").inc()  # metrics
             terminal = {"type": "error", "code": "internal",
                         "message": "The reply failed unexpectedly", "request_id": request_id}
         finally:
@@ -248,6 +275,8 @@ class Chat:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
             content = "".join(parts)
+            _observe_usage(request.model, prompt_tokens, completion_tokens,  # metrics
+                           time.perf_counter() - (first_token_at or started))
             message_id = await self._store(actor, params, content=content, model=request.model,
                                            status=status, prompt_tokens=prompt_tokens,
                                            completion_tokens=completion_tokens,
@@ -331,7 +360,7 @@ class Chat:
         """Ask the reply to stop (on whichever worker generates it). False when it is not
         running or not the caller's."""
         key = reply_key(actor.id, request_id)
-        if await self.broker.reply_owner(key) != actor.id:
+        if await self.broker.reply_owner(key) != actor.id or await self.broker.reply_closed(key):
             return False
         running = self._running.get(key)
         if running is not None:

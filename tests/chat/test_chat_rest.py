@@ -403,13 +403,6 @@ async def test_resume_of_someone_elses_reply_is_404(user: User, fakes: FakeThrea
         assert response.json() == {"stopped": False}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Chat.stop answers True for a reply that already ended: it only checks the owner record, "
-    "which the broker keeps for REPLY_RETENTION_SECONDS after the end, and the Broker protocol "
-    "cannot tell a closed log from a running one on another worker. Fix: a "
-    "Broker.reply_closed(reply_id) (MemoryBroker: log.closed; RedisBroker: HGET of the "
-    "meta hash's 'closed' field) and `if await self.broker.reply_closed(key): return False` "
-    "in Chat.stop."))
 async def test_stopping_a_finished_reply_answers_false(user: User, fakes: FakeThread) -> None:
     async with asyncio.timeout(LIMIT):
         response = await user.post_chat(messages=ask(), request_id="finished-1")

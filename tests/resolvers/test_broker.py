@@ -465,3 +465,13 @@ async def test_subscriptions_survive_a_dropped_pubsub_connection(make_redis: Fac
                     break
                 except TimeoutError:
                     continue
+
+
+async def test_reply_closed_tells_a_finished_reply_from_a_running_one(broker: Broker) -> None:
+    reply = f"closed-{uuid.uuid4().hex}"
+    assert not await broker.reply_closed(reply)  # unknown
+    await broker.reply_start(reply, owner_id="u1")
+    await broker.reply_append(reply, {"type": "chat_chunk", "content": "a"})
+    assert not await broker.reply_closed(reply)
+    await broker.reply_append(reply, {"type": "chat_complete", "tokens": 1})
+    assert await broker.reply_closed(reply)
