@@ -375,3 +375,34 @@ async def test_health_counts_open_websockets(rt_server: LiveServer,
             break
         await asyncio.sleep(0.05)
     assert await count() == 0
+
+
+async def test_rest_logout_everywhere_and_account_deletion_close_live_sockets(
+        rt_server: LiveServer, http: httpx.AsyncClient) -> None:
+    """The REST face broadcasts revocations too (one rule for every transport)."""
+    signed_up = await register(http)
+    token, uid = signed_up["access_token"], await user_id(http, signed_up["access_token"])
+    async with connect(ws_path(rt_server, uid, token=token)) as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        await recv_until(ws, "pong")
+        response = await http.post("/api/auth/logout", headers=bearer(token),
+                                   json={"everywhere": True})
+        assert response.status_code == 200, response.text
+        assert await close_code(ws, 5) == 4401
+    fresh = (await http.post("/api/auth/login", json={
+        "username": signed_up["username"], "password": "correct horse battery"})).json()
+    token = fresh["access_token"]
+    async with connect(ws_path(rt_server, uid, token=token)) as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        await recv_until(ws, "pong")
+        wrong = await http.request("DELETE", "/api/auth/me", headers=bearer(token),
+                                   json={"password": "not my password"})
+        assert wrong.status_code == 401
+        response = await http.request("DELETE", "/api/auth/me", headers=bearer(token),
+                                      json={"password": "correct horse battery"})
+        assert response.status_code == 200, response.text
+        assert await close_code(ws, 5) == 4401
+    assert (await http.get("/api/auth/me", headers=bearer(token))).status_code in (401, 404)
+    login = await http.post("/api/auth/login", json={
+        "username": signed_up["username"], "password": "correct horse battery"})
+    assert login.status_code == 401
