@@ -12,6 +12,8 @@ from resolvers.db import Database
 from resolvers.llm.base import Provider
 from resolvers.llm.registry import LLMConfig, ProviderRegistry
 from resolvers.migrate import upgrade
+from resolvers.quota import ChatLimits
+from resolvers.ratelimit import make_limiter
 from resolvers.security import Security
 from resolvers.services import Services
 from resolvers.settings import Settings
@@ -48,7 +50,10 @@ async def running_services(
     broker = make_broker(settings.redis_url or None,
                          retention_seconds=settings.reply_retention_seconds)
     registry = ProviderRegistry(llm_config(settings), providers=providers)
-    chat = Chat(db=db, broker=broker, registry=registry)
+    limiter = make_limiter(settings.redis_url or None)
+    chat = Chat(db=db, broker=broker, registry=registry, limiter=limiter,
+                limits=ChatLimits(per_minute=settings.rate_limit_chat_per_minute,
+                                  daily_tokens=settings.daily_token_quota))
     try:
         await upgrade(db.engine)
         embedded = registry.providers.get("embedded")
@@ -57,8 +62,9 @@ async def running_services(
             seconds = await load()
             log.info("embedded model loaded in %.2fs", seconds)
         yield Services(settings=settings, db=db, security=Security(settings), broker=broker,
-                       chat=chat)
+                       chat=chat, limiter=limiter)
     finally:
         await chat.aclose()
         await broker.aclose()
+        await limiter.aclose()
         await db.dispose()

@@ -16,6 +16,7 @@ from models import RefreshToken, User
 from resolvers import revocation, validation
 from resolvers.clock import now_ms, utcnow
 from resolvers.errors import InvalidCredentials, NotFound, Unauthenticated, UsernameTaken
+from resolvers.ratelimit import RateLimiter, enforce
 from resolvers.security import Security
 
 if TYPE_CHECKING:
@@ -55,10 +56,34 @@ async def _issue(
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=expires_in, user=user)
 
 
+async def _limit_attempt(security: Security, limiter: RateLimiter | None, *, action: str,
+                         address: str | None, username: str) -> None:
+    """Brute-force guard, counted before any password work: attempts per client address and
+    per username (a success resets the username's count; see login)."""
+    settings = security.settings
+    if address:
+        await enforce(limiter, f"auth:address:{address}",
+                      limit=settings.rate_limit_auth_per_address,
+                      window=settings.rate_limit_auth_per_address_window,
+                      scope="auth_address", message="Too many attempts from your address")
+    await enforce(limiter, _username_key(action, username),
+                  limit=settings.rate_limit_auth_per_username,
+                  window=settings.rate_limit_auth_per_username_window,
+                  scope="auth_username", message="Too many attempts for this username")
+
+
+def _username_key(action: str, username: str) -> str:
+    return f"auth:{action}:{username.strip().lower()[:64]}"
+
+
 async def register(
-    session: AsyncSession, security: Security, *, username: str, email: str, password: str
+    session: AsyncSession, security: Security, *, username: str, email: str, password: str,
+    limiter: RateLimiter | None = None, address: str | None = None,
 ) -> TokenPair:
-    """Create an account and sign it in. Username and email are unique (case-insensitive)."""
+    """Create an account and sign it in. Username and email are unique (case-insensitive).
+    With `limiter`, attempts are limited per client `address` and per username."""
+    await _limit_attempt(security, limiter, action="register", address=address,
+                         username=username)
     username = validation.username(username)
     email = validation.email(email)
     password = validation.password(password)
@@ -90,9 +115,13 @@ async def register(
 
 
 async def login(
-    session: AsyncSession, security: Security, *, username: str, password: str
+    session: AsyncSession, security: Security, *, username: str, password: str,
+    limiter: RateLimiter | None = None, address: str | None = None,
 ) -> TokenPair:
-    """Same answer, in about the same time, for an unknown user and a wrong password."""
+    """Same answer, in about the same time, for an unknown user and a wrong password.
+    With `limiter`, attempts are limited per client `address` and per username; a
+    successful sign-in clears the username's count."""
+    await _limit_attempt(security, limiter, action="login", address=address, username=username)
     key = username.strip().lower()
     user = None
     # A key that cannot be a username is not looked up (PostgreSQL refuses NUL in text), but
@@ -105,6 +134,8 @@ async def login(
     )
     if user is None or not ok:
         raise InvalidCredentials()
+    if limiter is not None:
+        await limiter.reset(_username_key("login", username))
     return await _issue(session, security, user)
 
 

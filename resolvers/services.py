@@ -5,10 +5,11 @@ Built by server.py's lifespan (never at import time), so tests can build one per
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from resolvers.db import Database
+from resolvers.ratelimit import MemoryRateLimiter, RateLimiter
 from resolvers.security import Security
 from resolvers.settings import Settings
 
@@ -24,3 +25,5 @@ class Services:
     security: Security
     broker: Broker
     chat: Chat
+    # Rate limits (memory, or Redis with REDIS_URL); assembly.py builds the real one.
+    limiter: RateLimiter = field(default_factory=MemoryRateLimiter)

@@ -5,6 +5,7 @@ Every variable of the integration guide plus what we add; `.env.example` documen
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import time
 from functools import cached_property
@@ -103,11 +104,47 @@ class Settings(BaseSettings):
     ws_max_message_bytes: int = Field(64 * 1024, ge=1024)  # larger /ws frames: an error
     graphql_legacy_ws: bool = True  # also speak the legacy `graphql-ws` subprotocol
 
+    # --- abuse limits (see .env.example) ---
+    # GraphQL: refused before execution. Introspection and GraphiQL: empty means on, except
+    # with ENVIRONMENT=production.
+    graphql_max_depth: int = Field(10, ge=1)
+    graphql_max_aliases: int = Field(15, ge=0)
+    graphql_max_tokens: int = Field(2000, ge=10)
+    graphql_max_document_bytes: int = Field(20 * 1024, ge=256)
+    graphql_introspection: bool | None = None
+    graphiql: bool | None = None
+    # Request bodies (REST and GraphQL over HTTP); larger ones get 413.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Rate limits: in memory for one worker, in Redis (REDIS_URL) for several. 0 disables one.
+    rate_limit_auth_per_address: int = Field(30, ge=0)  # register+login per client address
+    rate_limit_auth_per_address_window: int = Field(60, ge=1)  # seconds
+    rate_limit_auth_per_username: int = Field(10, ge=0)  # login attempts per username
+    rate_limit_auth_per_username_window: int = Field(300, ge=1)  # reset by a success
+    rate_limit_chat_per_minute: int = Field(30, ge=0)  # chat requests per user
+    daily_token_quota: int = Field(0, ge=0)  # tokens per user per UTC day; 0: unlimited
+    # Proxies whose X-Forwarded-For names the client (IPs or CIDRs, comma-separated).
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+
+    # --- observability ---
+    metrics_enabled: bool = True  # GET /metrics (Prometheus)
+    sentry_dsn: str = ""
+    sentry_traces_sample_rate: float = Field(0.0, ge=0, le=1)
+
     @field_validator("allowed_origins", "openai_models", "anthropic_models", "gemini_models",
-                     mode="before")
+                     "trusted_proxies", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"TRUSTED_PROXIES: {item!r} is not an IP address or CIDR") from exc
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -163,3 +200,15 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def introspection_enabled(self) -> bool:
+        if self.graphql_introspection is None:
+            return not self.is_production
+        return self.graphql_introspection
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        if self.graphiql is None:
+            return not self.is_production
+        return self.graphiql
