@@ -17,7 +17,7 @@ from starlette.requests import HTTPConnection
 from models import Conversation as ConversationRow
 from models import Message as MessageRow
 from models import User
-from resolvers import auth, chat, conversations, stats
+from resolvers import auth, chat, conversations, metrics, ratelimit, stats
 from resolvers.clock import as_utc
 from resolvers.errors import AppError, RateLimited, Unauthenticated, ValidationFailed
 from resolvers.health import check as health_check
@@ -242,6 +242,15 @@ async def current_user(
     )
 
 
+def client_address(connection: HTTPConnection) -> str:
+    """Who is asking, for rate limits: the peer, or X-Forwarded-For from TRUSTED_PROXIES."""
+    return ratelimit.client_address(
+        connection.client.host if connection.client else None,
+        connection.headers.get("x-forwarded-for"),
+        services_of(connection).settings.trusted_proxies,
+    )
+
+
 ServicesDep = Annotated[Services, Depends(services_of)]
 SessionDep = Annotated[AsyncSession, Depends(db_session)]
 UserDep = Annotated[User, Depends(current_user)]
@@ -288,22 +297,30 @@ async def health(services: ServicesDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if report.status == "healthy" else 503)
 
 
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many attempts: wait `Retry-After` seconds"}}
+
+
 @router.post("/api/auth/register", tags=["auth"], response_model=TokenOut,
-             responses={400: {"description": "Username or email already registered"}})
-async def register(body: RegisterBody, services: ServicesDep,
+             responses={400: {"description": "Username or email already registered"},
+                        **RATE_LIMITED})
+async def register(body: RegisterBody, request: Request, services: ServicesDep,
                    session: SessionDep) -> dict[str, Any]:
     """Create an account. Answers with an access token (and a refresh token)."""
     pair = await auth.register(session, services.security, username=body.username,
-                               email=body.email, password=body.password)
+                               email=body.email, password=body.password,
+                               limiter=services.limiter, address=client_address(request))
     return token_json(pair)
 
 
 @router.post("/api/auth/login", tags=["auth"], response_model=TokenOut,
-             responses={401: {"description": "Incorrect username or password"}})
-async def login(body: LoginBody, services: ServicesDep, session: SessionDep) -> dict[str, Any]:
+             responses={401: {"description": "Incorrect username or password"}, **RATE_LIMITED})
+async def login(body: LoginBody, request: Request, services: ServicesDep,
+                session: SessionDep) -> dict[str, Any]:
     """Sign in. An unknown user and a wrong password get the same answer."""
     pair = await auth.login(session, services.security, username=body.username,
-                            password=body.password)
+                            password=body.password, limiter=services.limiter,
+                            address=client_address(request))
     return token_json(pair)
 
 
@@ -439,6 +456,8 @@ async def event_stream(services: Services, user: User, request_id: str,
           "description": "The reply, or with `stream: true` an SSE stream of chat_chunk events "
                          "then chat_complete (or error); each event has an `id:` to resume."},
     400: {"description": "Unknown model (the answer lists the available ones)"},
+    429: {"description": "Too many chat requests, or the daily token quota is used up "
+                         "(`Retry-After` says when to try again)"},
     502: {"description": "The provider failed"}, 504: {"description": "The provider timed out"},
 })
 async def post_chat(body: ChatRequest, services: ServicesDep, user: UserDep) -> Any:
@@ -469,6 +488,19 @@ async def resume_chat(request_id: str, services: ServicesDep, user: UserDep,
 async def stop_chat(request_id: str, services: ServicesDep, user: UserDep) -> dict[str, bool]:
     """Stop a reply; what was generated so far is kept."""
     return {"stopped": await services.chat.stop(user, request_id)}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics(services: ServicesDep) -> Response:
+    """Prometheus metrics (METRICS_ENABLED); keep it private (deploy/nginx.conf does)."""
+    if not services.settings.metrics_enabled:
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    try:
+        connections: int | None = await services.broker.connections_count()
+    except Exception:  # a scrape must answer even when the broker cannot
+        connections = None
+    body, content_type = metrics.render(connections)
+    return Response(body, media_type=content_type)
 
 
 # ---------------------------------------------------------------- errors

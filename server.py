@@ -16,15 +16,25 @@ from fastapi.middleware.gzip import GZipMiddleware
 
 import compat_rest
 import compat_ws
+import middleware
+from resolvers import metrics
 from resolvers.assembly import running_services
+from resolvers.logging_setup import configure_logging, init_sentry
 from resolvers.settings import Settings
-from schema import GraphQLRouter, schema
+from schema import build_schema
+from schema.http import GraphQLRouter
+from schema.protection import Limits
 
 log = logging.getLogger("chat_studio.server")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings)
+    init_sentry(settings, version=compat_rest.API_VERSION)
+    if settings.workers > 1 and not metrics.MULTIPROCESS:
+        log.warning("WORKERS=%d without PROMETHEUS_MULTIPROC_DIR: /metrics shows only the "
+                    "worker that answers the scrape", settings.workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,9 +59,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_methods=["*"],
         allow_headers=["*"],
     )
+    # Outermost: request ids and HTTP metrics, then the body limit (413 before any parsing).
+    middleware.install(app, max_body_bytes=settings.max_body_bytes)
     compat_rest.install(app)
     compat_ws.install(app)
-    app.include_router(GraphQLRouter(schema, settings), prefix="/graphql")
+    schema = build_schema(limits=Limits.from_settings(settings))
+    # path= rather than prefix=: the route keeps its full template (/graphql) for metrics.
+    app.include_router(GraphQLRouter(schema, settings, path="/graphql"))
     return app
 
 
@@ -59,7 +73,7 @@ def main() -> None:
     import uvicorn
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level)
+    configure_logging(settings)
     # The protocol-level cap sits well above WS_MAX_MESSAGE_BYTES, so an oversized /ws message
     # gets the contract's `message_too_large` error instead of a dropped connection.
     uvicorn.run("server:create_app", factory=True, host=settings.host, port=settings.port,

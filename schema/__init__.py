@@ -17,6 +17,8 @@ from strawberry.types import ExecutionContext
 from schema.chat import ChatMutation, ChatQuery
 from schema.errors import ErrorCodes
 from schema.mutations import Mutation as CoreMutation
+from schema.protection import Limits
+from schema.protection import extensions as protection
 from schema.queries import Query as CoreQuery
 from schema.scalars import SCALAR_MAP
 from schema.subscriptions import GraphQLRouter, StreamErrorCodes, Subscription, TypingMutation
@@ -34,9 +36,11 @@ Query = merge_types("Query", (CoreQuery, ChatQuery))
 Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation))
 
 
-def build_schema(**kwargs: Any) -> Schema:
+def build_schema(limits: Limits | None = None, **kwargs: Any) -> Schema:
+    """The schema with its protection (depth, aliases, tokens, size, introspection, caches,
+    metrics): `limits` from settings (server.py), else the defaults."""
     return Schema(query=Query, mutation=Mutation, subscription=Subscription,
-                  extensions=[ErrorCodes, StreamErrorCodes],
+                  extensions=[*protection(limits or Limits()), ErrorCodes, StreamErrorCodes],
                   config=StrawberryConfig(scalar_map=SCALAR_MAP), **kwargs)
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from fastapi import Depends
@@ -14,7 +15,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
 from models import Message, User
-from resolvers import auth, conversations
+from resolvers import auth, conversations, ratelimit
 from resolvers.security import bearer_token
 from resolvers.services import Services
 
@@ -25,47 +26,57 @@ class Loaders:
 
 
 class Context(BaseContext):
-    def __init__(self, services: Services, connection: HTTPConnection,
-                 stack: AsyncExitStack) -> None:
+    def __init__(self, services: Services, connection: HTTPConnection) -> None:
         super().__init__()
         self.services = services
         self.connection = connection
-        self._stack = stack
-        self._session: AsyncSession | None = None
         self._user: User | None = None
+        self._actor_lock = asyncio.Lock()
         # Set by the WebSocket handler from connection_init (subscriptions).
         self.ws_token: str | None = None
         # Tags this connection's typing events, so that it never hears itself.
         self.connection_id = uuid.uuid4().hex
         self.loaders = Loaders(messages=DataLoader(load_fn=self._load_messages))
 
-    async def session(self) -> AsyncSession:
-        """One short session per HTTP request, opened on first use, closed after the response.
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A short session for one field: `async with context.session() as session:`.
 
-        Subscriptions must not use it (a stream holds no session for its whole life): they
-        open short sessions through services.db.session().
+        Strawberry resolves root fields concurrently and a SQLAlchemy session allows one
+        operation at a time, so fields never share one; and a GraphQL WebSocket context lives
+        as long as its connection, so nothing here may hold a session that long either.
         """
-        if self._session is None:
-            self._session = await self._stack.enter_async_context(self.services.db.session())
-        return self._session
+        return self.services.db.session()
 
     def authenticated(self, user: User, token: str) -> None:
         """A WebSocket authenticated at connect time (connection_init)."""
         self._user, self.ws_token = user, token
+
+    def client_address(self) -> str:
+        """Who is asking, for rate limits: the connection's peer, or X-Forwarded-For when the
+        peer is one of TRUSTED_PROXIES."""
+        client = self.connection.client
+        return ratelimit.client_address(
+            client.host if client else None, self.connection.headers.get("x-forwarded-for"),
+            self.services.settings.trusted_proxies,
+        )
 
     def token(self) -> str | None:
         return self.ws_token or bearer_token(self.connection.headers.get("authorization"))
 
     async def actor(self) -> User:
         """The authenticated caller; raises Unauthenticated otherwise."""
-        if self._user is None:
-            self._user = await auth.authenticate(
-                await self.session(), self.services.security, self.token()
-            )
+        # Concurrent fields ask at once: look the user up once.
+        async with self._actor_lock:
+            if self._user is None:
+                async with self.session() as session:
+                    self._user = await auth.authenticate(
+                        session, self.services.security, self.token()
+                    )
         return self._user
 
     async def _load_messages(self, keys: Sequence[str]) -> list[list[Message]]:
-        grouped = await conversations.messages_for(await self.session(), keys)
+        async with self.session() as session:
+            grouped = await conversations.messages_for(session, keys)
         return [grouped.get(key, []) for key in keys]
 
 
@@ -76,6 +87,5 @@ def services_of(connection: HTTPConnection) -> Services:
 
 async def get_context(
     connection: HTTPConnection, services: Services = Depends(services_of)
-) -> AsyncIterator[Context]:
-    async with AsyncExitStack() as stack:
-        yield Context(services, connection, stack)
+) -> Context:
+    return Context(services, connection)

@@ -34,27 +34,32 @@ class Mutation:
     @strawberry.mutation(description="Create an account; returns tokens.")
     async def register(self, info: strawberry.Info, input: RegisterInput) -> AuthPayload:
         context = ctx(info)
-        pair = await auth.register(
-            await context.session(), context.services.security,
-            username=input.username, email=input.email, password=input.password,
-        )
+        async with context.session() as session:
+            pair = await auth.register(
+                session, context.services.security,
+                username=input.username, email=input.email, password=input.password,
+                limiter=context.services.limiter, address=context.client_address(),
+            )
         return AuthPayload.from_pair(pair)
 
     @strawberry.mutation(description="Sign in; unknown user and wrong password answer alike.")
     async def login(self, info: strawberry.Info, input: LoginInput) -> AuthPayload:
         context = ctx(info)
-        pair = await auth.login(
-            await context.session(), context.services.security,
-            username=input.username, password=input.password,
-        )
+        async with context.session() as session:
+            pair = await auth.login(
+                session, context.services.security,
+                username=input.username, password=input.password,
+                limiter=context.services.limiter, address=context.client_address(),
+            )
         return AuthPayload.from_pair(pair)
 
     @strawberry.mutation(description="Rotate a refresh token (each can be used once).")
     async def refresh_token(self, info: strawberry.Info, refresh_token: str) -> AuthPayload:
         context = ctx(info)
-        pair = await auth.refresh(
-            await context.session(), context.services.security, refresh_token=refresh_token
-        )
+        async with context.session() as session:
+            pair = await auth.refresh(
+                session, context.services.security, refresh_token=refresh_token
+            )
         return AuthPayload.from_pair(pair)
 
     @strawberry.mutation(description="Revoke a refresh token, or every session of yours.")
@@ -62,20 +67,22 @@ class Mutation:
         self, info: strawberry.Info, refresh_token: str | None = None, everywhere: bool = False
     ) -> bool:
         context = ctx(info)
-        await auth.logout(
-            await context.session(), context.services.security, await context.actor(),
-            refresh_token=refresh_token, everywhere=everywhere, broker=context.services.broker,
-        )
+        async with context.session() as session:
+            await auth.logout(
+                session, context.services.security, await context.actor(),
+                refresh_token=refresh_token, everywhere=everywhere, broker=context.services.broker,
+            )
         return True
 
     @strawberry.mutation(description="Delete your account and everything in it (needs your "
                          "password); your open connections close.")
     async def delete_account(self, info: strawberry.Info, password: str) -> bool:
         context = ctx(info)
-        await auth.delete_account(
-            await context.session(), context.services.security, await context.actor(),
-            password=password, broker=context.services.broker,
-        )
+        async with context.session() as session:
+            await auth.delete_account(
+                session, context.services.security, await context.actor(),
+                password=password, broker=context.services.broker,
+            )
         return True
 
     @strawberry.mutation
@@ -83,10 +90,11 @@ class Mutation:
         self, info: strawberry.Info, input: ConversationInput
     ) -> Conversation:
         context = ctx(info)
-        stored = await conversations.create(
-            await context.session(), await context.actor(),
-            data=to_operation_input(input, with_id=True),
-        )
+        async with context.session() as session:
+            stored = await conversations.create(
+                session, await context.actor(),
+                data=to_operation_input(input, with_id=True),
+            )
         return Conversation.from_model(stored.conversation, stored.messages)
 
     @strawberry.mutation(description="Replace title, model, system prompt and messages.")
@@ -94,16 +102,18 @@ class Mutation:
         self, info: strawberry.Info, id: strawberry.ID, input: ConversationInput
     ) -> Conversation:
         context = ctx(info)
-        stored = await conversations.replace(
-            await context.session(), await context.actor(), conversation_id=str(id),
-            data=to_operation_input(input, with_id=False),
-        )
+        async with context.session() as session:
+            stored = await conversations.replace(
+                session, await context.actor(), conversation_id=str(id),
+                data=to_operation_input(input, with_id=False),
+            )
         return Conversation.from_model(stored.conversation, stored.messages)
 
     @strawberry.mutation
     async def delete_conversation(self, info: strawberry.Info, id: strawberry.ID) -> bool:
         context = ctx(info)
-        await conversations.remove(
-            await context.session(), await context.actor(), conversation_id=str(id)
-        )
+        async with context.session() as session:
+            await conversations.remove(
+                session, await context.actor(), conversation_id=str(id)
+            )
         return True

@@ -1,0 +1,135 @@
+"""GraphQL over HTTP as the spec (and the graphql-http audit) asks, on top of Strawberry.
+
+Strawberry 0.341 answers `application/json` only. What is added here:
+- Accept negotiation: `application/graphql-response+json` when the client prefers it,
+  `application/json` for `*/*`, a missing Accept header or when asked; 406 when the client
+  accepts neither.
+- With `application/graphql-response+json`, request errors (unparseable JSON, invalid
+  parameters, parse or validation failures, our limits) answer 400 without a `data` entry;
+  with `application/json` they keep the legacy 200 + `errors` (Strawberry's behaviour).
+- Transport errors are GraphQL-shaped JSON (`{"errors":[{"message": ...}]}`), not plain text;
+  a mutation over GET is 405 with `Allow: POST`; an unsupported Content-Type is 415.
+- Batching stays off (Strawberry's default): a JSON array body is refused with 400.
+- GraphiQL follows GRAPHIQL (off in production unless enabled).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
+
+from resolvers.settings import Settings
+from schema.subscriptions import GraphQLRouter as RealtimeRouter
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+JSON = "application/json"
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The media type to answer with, or None when the client accepts neither of ours."""
+    if accept is None or not accept.strip():
+        return JSON
+    best: tuple[float, int, str] | None = None  # (q, specificity, media type)
+    for part in accept.split(","):
+        fields = [field.strip() for field in part.split(";")]
+        media = fields[0].lower()
+        quality = 1.0
+        for param in fields[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality <= 0:
+            continue
+        if media == GRAPHQL_RESPONSE_JSON:
+            candidate = (quality, 2, GRAPHQL_RESPONSE_JSON)
+        elif media == JSON:
+            candidate = (quality, 1, JSON)
+        elif media in ("*/*", "application/*"):
+            candidate = (quality, 0, JSON)  # wildcards get the legacy type (watershed rule)
+        else:
+            continue
+        if best is None or candidate[:2] > best[:2]:
+            best = candidate
+    return best[2] if best else None
+
+
+def _is_request_error(result: ExecutionResult) -> bool:
+    """No data and only errors without a path: refused before execution (parse, validation,
+    variable coercion, limits)."""
+    errors = result.errors or []
+    return result.data is None and bool(errors) and all(e.path is None for e in errors)
+
+
+class GraphQLRouter(RealtimeRouter):
+    """The realtime router (subscriptions, connect-time auth) plus GraphQL-over-HTTP."""
+
+    def __init__(self, schema: strawberry.Schema, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(schema, settings, **kwargs)
+        self.graphql_ide = "graphiql" if settings.graphiql_enabled else None
+
+    def _error(self, status: int, message: str, media: str | None,
+               headers: dict[str, str] | None = None) -> Response:
+        body = self.encode_json({"errors": [{"message": message}]})
+        return Response(body, status_code=status, headers=headers,
+                        media_type=media or JSON)
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        if self.is_websocket_request(request):
+            return await super().run(request, context=context, root_value=root_value)
+        media = negotiate(request.headers.get("accept"))
+        request.state.graphql_media = media
+        request.state.graphql_request_error = False
+        if media is None and not (request.method == "GET"
+                                  and request.query_params.get("query") is None):
+            return self._error(406, f"Not acceptable: answers are {GRAPHQL_RESPONSE_JSON} "
+                               f"or {JSON}", JSON)
+        try:
+            response = await super().run(request, context=context, root_value=root_value)
+        except HTTPException as exc:
+            return self._http_error(request, exc, media)
+        if (media == GRAPHQL_RESPONSE_JSON and isinstance(response, Response)
+                and response.media_type == JSON):
+            response.headers["content-type"] = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
+            if request.state.graphql_request_error:
+                response.status_code = 400
+        return response
+
+    def _http_error(self, request: Request, exc: HTTPException, media: str | None) -> Response:
+        status, headers = exc.status_code, None
+        if isinstance(exc.__cause__, InvalidOperationTypeError) and request.method == "GET":
+            status, headers = 405, {"Allow": "POST"}
+        elif status == 405:
+            headers = {"Allow": "GET, POST"}
+        elif exc.reason == "Unsupported content type":
+            status = 415
+        return self._error(status, exc.reason, media, headers)
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData) and not isinstance(
+                data.operation_name, (str, type(None))):
+            raise HTTPException(400, "The GraphQL operation's `operationName` must be a "
+                                "string or null, if provided.")
+        return data
+
+    async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
+        response = await super().process_result(request, result)
+        state = getattr(request, "state", None)
+        if (state is not None and getattr(state, "graphql_media", None) == GRAPHQL_RESPONSE_JSON
+                and _is_request_error(result)):
+            state.graphql_request_error = True
+            response.pop("data", None)  # the spec: a request error has no data entry
+        return response
