@@ -31,11 +31,15 @@ def shape_error(error: GraphQLError) -> GraphQLError:
         if "available" in original.extra:
             extensions["available"] = original.extra["available"]
         message = original.message
-    elif isinstance(original, GraphQLError):
-        return original
-    elif isinstance(original, ValueError) and error.path is None:
-        # Variable coercion errors from our scalars (e.g. a bad Timestamp).
-        extensions, message = {"code": "BAD_USER_INPUT"}, str(original)
+    elif isinstance(original, GraphQLError) or (
+        isinstance(original, ValueError) and error.path is None
+    ):
+        # Variable coercion ("Variable '$first' got invalid value …", also from our scalars'
+        # ValueError): keep graphql-core's message and location, add the code.
+        extensions = dict(error.extensions or {})
+        extensions.setdefault("code", "BAD_USER_INPUT")
+        error.extensions = extensions
+        return error
     else:
         log.error("unexpected error in %s", error.path, exc_info=original)
         extensions, message = {"code": "INTERNAL"}, "Internal server error"

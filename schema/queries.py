@@ -44,9 +44,10 @@ class Query:
         self, info: strawberry.Info, first: int = 50, after: str | None = None
     ) -> ConversationConnection:
         context = ctx(info)
-        page = await conversations.list_page(
-            await context.session(), await context.actor(), first=first, after=after
-        )
+        async with context.session() as session:
+            page = await conversations.list_page(
+                session, await context.actor(), first=first, after=after
+            )
         edges = [
             ConversationEdge(cursor=conversations.cursor_of(row), node=Conversation.from_model(row))
             for row in page.items
@@ -60,14 +61,16 @@ class Query:
     @strawberry.field(description="One of your conversations; null when absent or not yours.")
     async def conversation(self, info: strawberry.Info, id: strawberry.ID) -> Conversation | None:
         context = ctx(info)
-        row = await conversations.find(
-            await context.session(), await context.actor(), conversation_id=str(id)
-        )
+        async with context.session() as session:
+            row = await conversations.find(
+                session, await context.actor(), conversation_id=str(id)
+            )
         return Conversation.from_model(row) if row else None
 
     @strawberry.field(description="Statistics over your own data.")
     async def stats(self, info: strawberry.Info) -> Stats:
         context = ctx(info)
-        return Stats.from_data(
-            await stats.for_user(await context.session(), await context.actor())
-        )
+        async with context.session() as session:
+            return Stats.from_data(
+                await stats.for_user(session, await context.actor())
+            )

@@ -198,9 +198,7 @@ class GraphQLRouter(StrawberryRouter[Context, None]):
         if settings.graphql_legacy_ws:
             protocols = (GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL)
         super().__init__(
-            # A FastAPI dependency with `yield` (it closes the request's session), which
-            # Strawberry's annotation does not cover.
-            schema, context_getter=get_context,  # type: ignore[arg-type]
+            schema, context_getter=get_context,
             graphql_ide="graphiql",
             subscription_protocols=protocols,
             connection_init_wait_timeout=timedelta(seconds=settings.ws_auth_timeout_seconds),

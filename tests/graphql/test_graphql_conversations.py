@@ -200,10 +200,6 @@ async def test_unauthenticated_conversation_operations(client: httpx.AsyncClient
         assert code_of(await gql(client, query, variables)) == "UNAUTHENTICATED"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "schema/context.py shares one AsyncSession between root fields, which Strawberry resolves "
-    "concurrently: 'This session is provisioning a new connection; concurrent operations are "
-    "not permitted' → INTERNAL (every time on PostgreSQL, about one in four on SQLite)"))
 async def test_several_root_fields_in_one_query(client: httpx.AsyncClient,
                                                 alice: dict[str, Any]) -> None:
     await create(client, alice["accessToken"], id="a")

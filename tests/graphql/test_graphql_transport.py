@@ -84,9 +84,6 @@ async def test_unexpected_errors_are_masked_as_internal(
     assert "Traceback" not in text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "schema/errors.py shape_error returns the inner GraphQLError of a variable coercion error "
-    "(`elif isinstance(original, GraphQLError): return original`), dropping extensions.code"))
 @pytest.mark.parametrize(
     ("query", "variables"),
     [
