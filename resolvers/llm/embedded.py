@@ -17,6 +17,7 @@ llama-cpp-python's Jinja2ChatFormatter - exactly what `create_chat_completion` d
 from __future__ import annotations
 
 import asyncio
+import atexit
 import codecs
 import concurrent.futures
 import importlib.util
@@ -235,6 +236,18 @@ class EmbeddedModel:
 
 _models: dict[tuple[str, int, int | None], EmbeddedModel] = {}
 _models_lock = threading.Lock()
+
+
+@atexit.register
+def _free_models() -> None:
+    # Free llama.cpp's memory while the interpreter is whole: left to Llama.__del__ at
+    # shutdown, it runs after llama_cpp's module globals are gone and prints a TypeError.
+    with _models_lock:
+        for model in _models.values():
+            llama, model._llama = model._llama, None
+            if llama is not None:
+                llama.close()
+            model._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def shared_model(path: str, *, n_ctx: int, n_threads: int | None) -> EmbeddedModel:
