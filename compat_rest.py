@@ -336,8 +336,23 @@ async def logout(body: LogoutBody, services: ServicesDep, session: SessionDep,
                  user: UserDep) -> dict[str, str]:
     """Revoke a refresh token, or with `everywhere` every token of yours."""
     await auth.logout(session, services.security, user, refresh_token=body.refresh_token,
-                      everywhere=body.everywhere)
+                      everywhere=body.everywhere, broker=services.broker)
     return {"message": "logged out"}
+
+
+class DeleteAccountBody(BaseModel):
+    password: str = Field(max_length=1024)
+
+
+@router.delete("/api/auth/me", tags=["auth"], response_model=MessageOnly,
+               responses={401: {"description": "Wrong password or token"}})
+async def delete_me(body: DeleteAccountBody, services: ServicesDep, session: SessionDep,
+                    user: UserDep) -> dict[str, str]:
+    """Delete your account and everything in it (needs your password); your open
+    WebSockets close with 4401."""
+    await auth.delete_account(session, services.security, user, password=body.password,
+                              broker=services.broker)
+    return {"message": "account deleted"}
 
 
 @router.get("/api/auth/me", tags=["auth"], response_model=UserOut)

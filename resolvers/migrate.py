@@ -6,10 +6,10 @@ import asyncio
 import logging
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from alembic import command
 from resolvers.db import Database
 from resolvers.settings import Settings
 
