@@ -7,6 +7,7 @@ the PostgreSQL variants must run: an unreachable server fails the run instead of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -152,15 +153,21 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=15)
 
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, settings: Settings) -> Iterator[LiveServer]:
+        server = cls(settings)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
 
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[LiveServer]:
-    server = LiveServer(settings)
-    server.start()
-    try:
+    with LiveServer.running(settings) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -43,19 +43,20 @@ class HTTPProvider:
 
     name: str = "http"
     label: str = "Upstream"  # how the provider is named in messages shown to users
+    default_base_url: str = ""  # each provider's public API
 
     def __init__(
         self,
         *,
-        api_key: str | None,
-        base_url: str,
+        api_key: str | None = None,
+        base_url: str | None = None,
         models: Sequence[str] = (),
         session: aiohttp.ClientSession | None = None,
         connect_timeout: float = 10.0,
         stall_timeout: float = 60.0,
     ) -> None:
         self.api_key = api_key or None
-        self.base_url = base_url.rstrip("/")
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.configured_models = list(models)
         self.connect_timeout = connect_timeout
         self.stall_timeout = stall_timeout

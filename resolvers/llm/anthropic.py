@@ -11,10 +11,8 @@ then `message_delta` (delta.stop_reason, usage.output_tokens - cumulative) and `
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
-
-import aiohttp
 
 from ._http import HTTPProvider
 from .base import (
@@ -37,20 +35,8 @@ class AnthropicProvider(HTTPProvider):
 
     name = "anthropic"
     label = "Anthropic"
+    default_base_url = DEFAULT_BASE_URL
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None,
-        base_url: str = DEFAULT_BASE_URL,
-        models: Sequence[str] = (),
-        session: aiohttp.ClientSession | None = None,
-        connect_timeout: float = 10.0,
-        stall_timeout: float = 60.0,
-    ) -> None:
-        super().__init__(api_key=api_key, base_url=base_url or DEFAULT_BASE_URL, models=models,
-                         session=session, connect_timeout=connect_timeout,
-                         stall_timeout=stall_timeout)
 
     def _headers(self) -> dict[str, str]:
         headers = {"anthropic-version": API_VERSION, "Accept": "text/event-stream"}

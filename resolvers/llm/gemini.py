@@ -11,11 +11,9 @@ stream closes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import quote
-
-import aiohttp
 
 from ._http import HTTPProvider
 from .base import (
@@ -37,20 +35,8 @@ class GeminiProvider(HTTPProvider):
 
     name = "gemini"
     label = "Gemini"
+    default_base_url = DEFAULT_BASE_URL
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None,
-        base_url: str = DEFAULT_BASE_URL,
-        models: Sequence[str] = (),
-        session: aiohttp.ClientSession | None = None,
-        connect_timeout: float = 10.0,
-        stall_timeout: float = 60.0,
-    ) -> None:
-        super().__init__(api_key=api_key, base_url=base_url or DEFAULT_BASE_URL, models=models,
-                         session=session, connect_timeout=connect_timeout,
-                         stall_timeout=stall_timeout)
 
     def _headers(self) -> dict[str, str]:
         # The key goes in a header, never in the URL, so it cannot end up in access logs.

@@ -14,10 +14,8 @@ closing `data: [DONE]`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
-
-import aiohttp
 
 from ._http import HTTPProvider
 from .base import Finished, GenerationRequest, ModelInfo, StopSignal, StreamItem, TextChunk
@@ -34,20 +32,10 @@ class OpenAIProvider(HTTPProvider):
 
     name = "openai"
     label = "OpenAI"
+    default_base_url = DEFAULT_BASE_URL
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str = DEFAULT_BASE_URL,
-        models: Sequence[str] = (),
-        session: aiohttp.ClientSession | None = None,
-        connect_timeout: float = 10.0,
-        stall_timeout: float = 60.0,
-    ) -> None:
-        super().__init__(api_key=api_key, base_url=base_url or DEFAULT_BASE_URL, models=models,
-                         session=session, connect_timeout=connect_timeout,
-                         stall_timeout=stall_timeout)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         # OpenAI's newer models refuse `max_tokens` and want `max_completion_tokens`; the
         # compatible servers (Ollama, llama.cpp, older vLLM) only know `max_tokens`.
         self.official = self.base_url == DEFAULT_BASE_URL

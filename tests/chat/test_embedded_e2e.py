@@ -27,13 +27,10 @@ QUESTION = [{"role": "user", "content": "What colour is the sky on a clear day?"
 @pytest.fixture(scope="module")
 def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp: Path = tmp_path_factory.mktemp("embedded")
-    server = LiveServer(make_settings(tmp, database_url=f"sqlite+aiosqlite:///{tmp / 'chat.db'}",
-                                      embedded_model_enabled=True, **NO_RATE_LIMITS))
-    server.start()
-    try:
+    with LiveServer.running(make_settings(
+            tmp, database_url=f"sqlite+aiosqlite:///{tmp / 'chat.db'}",
+            embedded_model_enabled=True, **NO_RATE_LIMITS)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

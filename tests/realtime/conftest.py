@@ -47,12 +47,8 @@ def rt_settings(tmp_path: Path, fake_llm: FakeOpenAI) -> Settings:
 
 @pytest.fixture
 def rt_server(rt_settings: Settings) -> Iterator[LiveServer]:
-    server = LiveServer(rt_settings)
-    server.start()
-    try:
+    with LiveServer.running(rt_settings) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

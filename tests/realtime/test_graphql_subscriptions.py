@@ -278,12 +278,9 @@ async def test_logout_everywhere_closes_graphql_connections(
 
 @pytest.fixture
 def legacy_off_server(tmp_path: Path, fake_llm: FakeOpenAI) -> Iterator[LiveServer]:
-    server = LiveServer(realtime_settings(tmp_path, fake_llm, graphql_legacy_ws=False))
-    server.start()
-    try:
+    with LiveServer.running(realtime_settings(tmp_path, fake_llm,
+                                              graphql_legacy_ws=False)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_legacy_protocol_can_be_switched_off(legacy_off_server: LiveServer) -> None:
