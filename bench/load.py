@@ -298,9 +298,13 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
                            cpu_seconds(server_pid) if server_pid else 0.0,
                            core_busy(server_core), core_busy(int(spec.get("load_core", 1))))
 
+        deadline = [float("inf")]
+
         async def safe(op: Callable[[], Awaitable[Outcome]]) -> Outcome:
             try:
-                return await op()
+                return await asyncio.wait_for(op(), deadline[0] - time.perf_counter())
+            except TimeoutError:
+                return Outcome(False, error="unfinished 10 s after the window ended")
             except Exception as exc:  # a failed op is counted, the run goes on
                 return Outcome(False, error=f"{type(exc).__name__}: {exc}")
 
@@ -324,6 +328,7 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
             begin = time.perf_counter()
             late: list[tuple[float, bool, str | None]] = []
             window = (begin + warmup, begin + warmup + duration)
+            deadline[0] = window[1] + 10.0  # stuck ops are given up (and counted) after this
 
             async def looped(op: Callable[[], Awaitable[Outcome]]) -> None:
                 while time.perf_counter() < window[1]:
@@ -422,7 +427,8 @@ async def open_many(session: aiohttp.ClientSession, urls: list[str],
 
 async def ws_hold(spec: dict[str, Any]) -> dict[str, Any]:
     if Held.session is None:
-        Held.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        Held.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                    timeout=aiohttp.ClientTimeout(total=None))
     started = time.perf_counter()
     urls = [spec["url"]] * int(spec["n"])
     sockets, errors = await open_many(Held.session, urls)
@@ -449,7 +455,8 @@ async def fanout(spec: dict[str, Any]) -> dict[str, Any]:
     latencies: list[float] = []
     state = {"sent": 0.0, "got": 0}
     round_done = asyncio.Event()
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                    timeout=aiohttp.ClientTimeout(total=None))
     try:
         receivers, errors = await open_many(session, [spec["url"]] * n)
         sender, _ = await open_many(session, [spec["url"]])
