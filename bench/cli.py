@@ -121,8 +121,21 @@ class Run:
         proc.stop()
         self.running.remove(proc)
 
+    def settle(self, pid: int | None, limit: float = 30.0) -> None:
+        """Wait until the process is idle: work a previous point gave up on (requests the
+        client abandoned) must not be billed to the next point."""
+        if not pid:
+            return
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            before = procs.cpu_seconds(pid)
+            time.sleep(0.25)
+            if procs.cpu_seconds(pid) - before < 0.025:  # under 10% of a core
+                return
+
     def measure(self, spec: dict[str, Any], pid: int | None) -> dict[str, Any]:
         assert self.load is not None
+        self.settle(pid)
         base = {"duration": self.plan.duration, "warmup": self.plan.warmup,
                 "server_pid": pid}
         return self.load.run({**base, **spec})

@@ -43,8 +43,9 @@ def evaluate(rows: list[dict[str, Any]]) -> None:
             floor_db = "-" if figure == "stream" else row["db"]
             floor = _find(rows, figure=figure, face=floor_face, op=op, db=floor_db,
                           concurrency=row["concurrency"])
+            # Nothing completed (rps 0) against a working floor is a ratio of 0: a MISS.
             ratio = (row["rps"] / floor["rps"]) if floor and floor.get("rps") and row.get(
-                "rps") else None
+                "rps") is not None else None
             _verdict(row, f"≥{need}× {floor_face}", None if ratio is None else ratio >= need,
                      ratio)
         elif figure == "fanout" and row.get("p99_ms") is not None:
@@ -126,6 +127,20 @@ def line(row: dict[str, Any]) -> str:
     return text + (f"  [{other}]" if other else "")
 
 
+def rerender(path: Path) -> None:
+    """Re-evaluate a results JSON and rewrite its .md and .png (after changing a target)."""
+    import json
+
+    doc = json.loads(path.read_text())
+    for row in doc["rows"]:
+        for key in ("target", "ratio", "verdict"):
+            row.pop(key, None)
+    evaluate(doc["rows"])
+    path.write_text(json.dumps(doc, indent=1, ensure_ascii=False))
+    path.with_suffix(".md").write_text(markdown(doc["rows"]) + "\n")
+    chart(doc["rows"], path.with_suffix(".png"))
+
+
 def chart(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -185,3 +200,9 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    import sys
+
+    rerender(Path(sys.argv[1]))
