@@ -19,7 +19,7 @@ from models import Message as MessageRow
 from models import User
 from resolvers import auth, chat, conversations, metrics, ratelimit, stats
 from resolvers.clock import as_utc
-from resolvers.errors import AppError, RateLimited, Unauthenticated, ValidationFailed
+from resolvers.errors import AppError, Unauthenticated, ValidationFailed
 from resolvers.health import check as health_check
 from resolvers.services import Services
 
@@ -234,12 +234,14 @@ _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <acce
 
 async def current_user(
     services: Annotated[Services, Depends(services_of)],
-    session: Annotated[AsyncSession, Depends(db_session)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    return await auth.authenticate(
-        session, services.security, credentials.credentials if credentials else None
-    )
+    # A short session of its own: chat routes wait for a whole reply (or stream it) and must
+    # not hold a pooled connection meanwhile.
+    async with services.db.session() as session:
+        return await auth.authenticate(
+            session, services.security, credentials.credentials if credentials else None
+        )
 
 
 def client_address(connection: HTTPConnection) -> str:
@@ -252,7 +254,9 @@ def client_address(connection: HTTPConnection) -> str:
 
 
 ServicesDep = Annotated[Services, Depends(services_of)]
-SessionDep = Annotated[AsyncSession, Depends(db_session)]
+# scope="function": the session closes when the route returns, not after the response has
+# been sent (a streamed response would otherwise hold its connection for its whole life).
+SessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
 UserDep = Annotated[User, Depends(current_user)]
 
 # ---------------------------------------------------------------- routes
@@ -525,8 +529,8 @@ def error_response(exc: AppError) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(exc.retry_after)
+    if "retry_after" in exc.extra:  # RateLimited, Unavailable (database busy)
+        headers["Retry-After"] = str(exc.extra["retry_after"])
     if isinstance(exc, ValidationFailed):
         # FastAPI's own 422 shape, so clients parse one format.
         detail: Any = [{"type": "value_error", "loc": ["body", exc.extra.get("field", "")],

@@ -96,6 +96,8 @@ async def register(
         if row_username == username.lower():
             raise UsernameTaken("Username already registered")
         raise UsernameTaken("Email already registered")
+    # End the read transaction: its pooled connection must not wait out the hashing.
+    await session.commit()
     password_hash = await asyncio.to_thread(security.hash_password, password)
     user = User(
         id=f"user_{uuid.uuid4().hex[:16]}",
@@ -128,6 +130,9 @@ async def login(
     # still costs the dummy verification below.
     if validation.USERNAME_RE.fullmatch(key):
         user = (await session.exec(select(User).where(User.username_key == key))).first()
+        # Release the connection before ~100 ms of argon2 (objects stay loaded: the sessions
+        # do not expire on commit).
+        await session.commit()
     ok = await asyncio.to_thread(
         security.verify_password, password[: validation.PASSWORD_MAX * 4],
         user.password_hash if user else None,

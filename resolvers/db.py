@@ -14,8 +14,11 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from resolvers.errors import Unavailable
 
 log = logging.getLogger("chat_studio.db")
 
@@ -55,6 +58,9 @@ class Database:
         async with self._sessions() as session:
             try:
                 yield session
+            except PoolTimeout as exc:
+                await session.rollback()
+                raise Unavailable("The database is busy; retry shortly", retry_after=1) from exc
             except BaseException:
                 await session.rollback()
                 raise

@@ -442,3 +442,29 @@ async def test_stop_mid_stream_keeps_the_partial_reply(user: User, fakes: FakeTh
     assert reply["content"] == streamed
     assert "".join(fake.chunks).startswith(streamed)
     assert last.data["tokens"] == reply["tokens"] > 0
+
+
+async def test_many_concurrent_streams_do_not_exhaust_the_connection_pool(
+        user: User, fakes: FakeThread) -> None:
+    """More open streams than the database pool has connections (15 on SQLite, 30 on
+    PostgreSQL): a stream holds no connection while it waits on the model, so every one ends
+    with chat_complete (they used to hang once the pool was empty)."""
+    fake = fakes.all["openai"]
+    fake.chunk_delay = 0.05
+
+    async def one_stream() -> list[str]:
+        async with user.http.stream("POST", "/api/chat", headers=user.headers, json={
+                "messages": ask(), "model": MODELS["openai"], "stream": True}) as response:
+            assert response.status_code == 200
+            return [event.type async for event in sse_events(response)]
+
+    async def one_json() -> int:
+        return (await user.post_chat(messages=ask(), model=MODELS["openai"])).status_code
+
+    async with asyncio.timeout(LIMIT):
+        streams, answers = await asyncio.gather(
+            asyncio.gather(*(one_stream() for _ in range(40))),
+            asyncio.gather(*(one_json() for _ in range(20))),
+        )
+    assert all(types[-1] == "chat_complete" for types in streams)
+    assert answers == [200] * 20
