@@ -15,7 +15,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
 from models import Conversation as ConversationRow
-from models import Message as MessageRow
 from models import User
 from resolvers import auth, chat, conversations, metrics, ratelimit, stats
 from resolvers.clock import as_utc
@@ -164,7 +163,7 @@ class StopOut(BaseModel):
 # ---------------------------------------------------------------- shaping
 
 
-def message_json(row: MessageRow) -> dict[str, Any]:
+def message_json(row: conversations.MessageView) -> dict[str, Any]:
     data: dict[str, Any] = {"id": row.id, "content": row.content, "role": row.role,
                             "timestamp": row.timestamp}
     # Extra fields only where they mean something (assistant replies).
@@ -177,7 +176,8 @@ def message_json(row: MessageRow) -> dict[str, Any]:
     return data
 
 
-def conversation_json(row: ConversationRow, messages: list[MessageRow]) -> dict[str, Any]:
+def conversation_json(row: ConversationRow,
+                      messages: list[conversations.MessageView]) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": row.id,
         "title": row.title,

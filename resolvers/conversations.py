@@ -8,8 +8,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, cast
 
-from sqlalchemy import and_, delete, func, insert, or_
+from sqlalchemy import Table, and_, delete, func, insert, or_
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -46,7 +48,7 @@ class ConversationInput:
 @dataclass(slots=True)
 class ConversationWithMessages:
     conversation: Conversation
-    messages: list[Message]
+    messages: list[MessageView]
 
 
 @dataclass(slots=True)
@@ -126,18 +128,48 @@ async def _owned(session: AsyncSession, actor: User, conversation_id: str) -> Co
     return row
 
 
+class MessageView(Protocol):
+    """A stored message as the faces read it: an ORM row or a plain result row."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def tokens(self) -> int | None: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def status(self) -> str | None: ...
+    @property
+    def conversation_pk(self) -> str: ...
+
+
+_MESSAGES = cast(Table, Message.__table__)  # type: ignore[attr-defined]
+_MESSAGE_COLUMNS = [_MESSAGES.c[name] for name in (
+    "conversation_pk", "id", "role", "content", "timestamp", "tokens", "model", "status")]
+
+
 async def messages_for(
     session: AsyncSession, conversation_pks: Sequence[str]
-) -> dict[str, list[Message]]:
+) -> dict[str, list[MessageView]]:
     """Messages of several conversations in one query (the DataLoader's batch function).
 
+    Plain rows, not ORM objects: they are only read, and building a thousand tracked
+    instances was most of a chat list's CPU time (measured in bench/).
     Callers pass only primary keys of conversations they already resolved for the actor.
     """
-    grouped: dict[str, list[Message]] = defaultdict(list)
+    grouped: dict[str, list[MessageView]] = defaultdict(list)
     if not conversation_pks:
         return grouped
-    rows = await session.exec(
-        select(Message)
+    # Core-level execution on the session's connection: plain rows, same transaction.
+    connection = await session.connection()
+    rows = await connection.execute(
+        sa_select(*_MESSAGE_COLUMNS)
         .where(col(Message.conversation_pk).in_(list(conversation_pks)))
         .order_by(col(Message.conversation_pk), col(Message.position))
     )
@@ -174,7 +206,7 @@ async def create(
     return ConversationWithMessages(conversation, await _load_messages(session, conversation.pk))
 
 
-async def _load_messages(session: AsyncSession, conversation_pk: str) -> list[Message]:
+async def _load_messages(session: AsyncSession, conversation_pk: str) -> list[MessageView]:
     return (await messages_for(session, [conversation_pk])).get(conversation_pk, [])
 
 

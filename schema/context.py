@@ -14,15 +14,16 @@ from starlette.requests import HTTPConnection
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
-from models import Message, User
+from models import User
 from resolvers import auth, conversations, ratelimit
+from resolvers.conversations import MessageView
 from resolvers.security import bearer_token
 from resolvers.services import Services
 
 
 @dataclass
 class Loaders:
-    messages: DataLoader[str, list[Message]]
+    messages: DataLoader[str, list[MessageView]]
 
 
 class Context(BaseContext):
@@ -74,7 +75,7 @@ class Context(BaseContext):
                     )
         return self._user
 
-    async def _load_messages(self, keys: Sequence[str]) -> list[list[Message]]:
+    async def _load_messages(self, keys: Sequence[str]) -> list[list[MessageView]]:
         async with self.session() as session:
             grouped = await conversations.messages_for(session, keys)
         return [grouped.get(key, []) for key in keys]

@@ -9,10 +9,10 @@ from enum import Enum
 import strawberry
 
 from models import Conversation as ConversationRow
-from models import Message as MessageRow
 from models import User as UserRow
 from resolvers.auth import TokenPair
 from resolvers.clock import as_utc
+from resolvers.conversations import MessageView
 from resolvers.stats import Stats as StatsData
 from schema.scalars import Timestamp
 
@@ -51,7 +51,7 @@ class Message:
     )
 
     @classmethod
-    def from_model(cls, row: MessageRow) -> Message:
+    def from_model(cls, row: MessageView) -> Message:
         return cls(id=strawberry.ID(row.id), content=row.content, role=Role(row.role),
                    timestamp=Timestamp(row.timestamp), tokens=row.tokens, model=row.model,
                    status=row.status)
@@ -67,7 +67,7 @@ class Conversation:
     updated_at: Timestamp
     user_id: strawberry.ID
     _pk: strawberry.Private[str]
-    _messages: strawberry.Private[list[MessageRow] | None] = None
+    _messages: strawberry.Private[list[MessageView] | None] = None
 
     @strawberry.field(description="Messages in order; batched across conversations.")
     async def messages(self, info: strawberry.Info) -> list[Message]:
@@ -78,7 +78,7 @@ class Conversation:
 
     @classmethod
     def from_model(cls, row: ConversationRow,
-                   messages: list[MessageRow] | None = None) -> Conversation:
+                   messages: list[MessageView] | None = None) -> Conversation:
         return cls(id=strawberry.ID(row.id), title=row.title, model=row.model,
                    system_prompt=row.system_prompt, created_at=Timestamp(row.created_at),
                    updated_at=Timestamp(row.updated_at), user_id=strawberry.ID(row.user_id),
