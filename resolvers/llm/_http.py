@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from .base import ModelInfo, ProviderError, StopSignal
+from .base import Finished, ModelInfo, ProviderError, StopSignal
 
 logger = logging.getLogger("chat_studio.llm")
 
@@ -78,6 +78,22 @@ class HTTPProvider:
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None if self._owns_session else self._session
+
+    # --- the end of a stream --------------------------------------------------------------
+    def finished(self, *, stopped: bool, complete: bool, prompt_tokens: int | None,
+                 completion_tokens: int | None, chunks: int, length: bool) -> Finished:
+        """The closing Finished of a stream, or the error of one that ended early.
+
+        Usage arrives only at the end of a reply, so a stopped one (and a server that reports
+        none) counts its chunks instead: about one token each.
+        """
+        if stopped and not complete:
+            return Finished(prompt_tokens or 0, max(completion_tokens or 0, chunks), "stopped")
+        if not complete:
+            raise self.error(f"{self.label} ended the reply before it was complete")
+        return Finished(prompt_tokens or 0,
+                        completion_tokens if completion_tokens is not None else chunks,
+                        "length" if length else "stop")
 
     # --- errors -------------------------------------------------------------------------
 

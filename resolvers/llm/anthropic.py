@@ -17,7 +17,6 @@ from typing import Any
 from ._http import HTTPProvider
 from .base import (
     ChatMessage,
-    Finished,
     GenerationRequest,
     ModelInfo,
     StopSignal,
@@ -101,18 +100,11 @@ class AnthropicProvider(HTTPProvider):
                     # ping, content_block_start/stop and future event types carry no text
                     if stop.is_set:
                         break
-        if stop.is_set and not finished:
-            # output_tokens arrives with message_delta at the end; until then message_start's
-            # placeholder (1) is all we have, so the chunk count is the better estimate.
-            yield Finished(prompt_tokens, max(completion_tokens or 0, chunks), "stopped")
-            return
-        if not finished:
-            raise self.error(f"{self.label} ended the reply before it was complete")
-        yield Finished(
-            prompt_tokens,
-            completion_tokens if completion_tokens is not None else chunks,
-            "length" if stop_reason == "max_tokens" else "stop",
-        )
+        # output_tokens arrives with message_delta at the end; until then message_start's
+        # placeholder (1) is all we have, so a stopped reply counts its chunks.
+        yield self.finished(stopped=stop.is_set, complete=finished, prompt_tokens=prompt_tokens,
+                            completion_tokens=completion_tokens, chunks=chunks,
+                            length=stop_reason == "max_tokens")
 
     async def fetch_models(self) -> list[ModelInfo]:
         models: list[ModelInfo] = []

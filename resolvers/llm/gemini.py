@@ -18,7 +18,6 @@ from urllib.parse import quote
 from ._http import HTTPProvider
 from .base import (
     ChatMessage,
-    Finished,
     GenerationRequest,
     ModelInfo,
     StopSignal,
@@ -94,17 +93,10 @@ class GeminiProvider(HTTPProvider):
                                          status=400)
                     if stop.is_set:
                         break
-        if stop.is_set and finish_reason is None:
-            # candidatesTokenCount may lag the text; the chunk count is the fallback estimate.
-            yield Finished(prompt_tokens, max(completion_tokens or 0, chunks), "stopped")
-            return
-        if finish_reason is None:
-            raise self.error(f"{self.label} ended the reply before it was complete")
-        yield Finished(
-            prompt_tokens,
-            completion_tokens if completion_tokens is not None else chunks,
-            "length" if finish_reason == "MAX_TOKENS" else "stop",
-        )
+        # candidatesTokenCount may lag the text: a stopped reply counts its chunks.
+        yield self.finished(stopped=stop.is_set, complete=finish_reason is not None,
+                            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                            chunks=chunks, length=finish_reason == "MAX_TOKENS")
 
     async def fetch_models(self) -> list[ModelInfo]:
         models: list[ModelInfo] = []

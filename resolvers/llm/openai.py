@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ._http import HTTPProvider
-from .base import Finished, GenerationRequest, ModelInfo, StopSignal, StreamItem, TextChunk
+from .base import GenerationRequest, ModelInfo, StopSignal, StreamItem, TextChunk
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -93,20 +93,9 @@ class OpenAIProvider(HTTPProvider):
                             finish_reason = str(choice["finish_reason"])
                     if stop.is_set:
                         break
-        if stop.is_set and not done:
-            # Usage arrives only at the very end; until then the chunk count is our estimate
-            # of the completion tokens (servers send about one token per chunk).
-            yield Finished(prompt_tokens or 0, completion_tokens or chunks, "stopped")
-            return
-        if not done:
-            raise self.error(f"{self.label} ended the reply before it was complete")
-        # A server that ignores stream_options reports no usage: then prompt_tokens is 0 and
-        # the chunk count (about one token per chunk) stands in for completion_tokens.
-        yield Finished(
-            prompt_tokens or 0,
-            completion_tokens if completion_tokens is not None else chunks,
-            "length" if finish_reason == "length" else "stop",
-        )
+        yield self.finished(stopped=stop.is_set, complete=done, prompt_tokens=prompt_tokens,
+                            completion_tokens=completion_tokens, chunks=chunks,
+                            length=finish_reason == "length")
 
     async def fetch_models(self) -> list[ModelInfo]:
         doc = await self.get_json(f"{self.base_url}/models", headers=self._headers())
