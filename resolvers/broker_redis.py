@@ -246,10 +246,12 @@ class RedisBroker:
 
     async def _read_loop(self, pubsub: PubSub) -> None:
         backoff = 0.1
-        while True:
+        while not self._closed:  # see _beat: cancellation alone is not enough
             try:
                 message = await pubsub.get_message(timeout=None)
             except Exception:
+                if self._closed:
+                    return
                 # Lost connection: redis-py reconnects on the next read and resubscribes
                 # every channel it lists. Messages published meanwhile are lost, as
                 # pub/sub promises nothing more.
@@ -371,8 +373,12 @@ class RedisBroker:
                 await pipe.execute()
 
     async def _beat(self) -> None:
-        while True:
+        # The flag as well as cancellation: redis-py can swallow a CancelledError that lands
+        # mid-command, and the loop must still end once aclose() has begun.
+        while not self._closed:
             await asyncio.sleep(self._heartbeat_seconds)
+            if self._closed:
+                return
             try:
                 await self._store_count()
             except (RedisError, OSError):
@@ -417,8 +423,11 @@ class RedisBroker:
         for task in tasks:
             task.cancel()
         if tasks:
-            # wait() rather than awaiting each: it does not swallow our own cancellation.
-            await asyncio.wait(tasks)
+            # wait() rather than awaiting each: it does not swallow our own cancellation. A
+            # bound, because shutdown must not hang on a task that missed its cancellation.
+            _, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
+                log.warning("broker task %s did not stop within 5 s", task.get_name())
         if self._heartbeat is not None:
             # Leave at once rather than when the key's TTL runs out.
             with contextlib.suppress(RedisError, OSError):
