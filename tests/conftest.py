@@ -21,7 +21,8 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from resolvers.assembly import running_services
 from resolvers.db import Database
@@ -190,3 +191,19 @@ async def register(http: httpx.AsyncClient, username: str | None = None,
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.contextmanager
+def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Every SQL statement the engine sends inside the block, from any thread (an executemany
+    is one)."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)

@@ -36,7 +36,6 @@ class AnthropicProvider(HTTPProvider):
     label = "Anthropic"
     default_base_url = DEFAULT_BASE_URL
 
-
     def _headers(self) -> dict[str, str]:
         headers = {"anthropic-version": API_VERSION, "Accept": "text/event-stream"}
         if self.api_key:

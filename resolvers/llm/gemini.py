@@ -36,7 +36,6 @@ class GeminiProvider(HTTPProvider):
     label = "Gemini"
     default_base_url = DEFAULT_BASE_URL
 
-
     def _headers(self) -> dict[str, str]:
         # The key goes in a header, never in the URL, so it cannot end up in access logs.
         return {"x-goog-api-key": self.api_key} if self.api_key else {}

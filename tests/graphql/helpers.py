@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import bearer
 
@@ -64,16 +60,3 @@ async def register(http: httpx.AsyncClient, username: str,
     return payload
 
 
-@contextmanager
-def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Every SQL statement the engine sends inside the block (from any thread)."""
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)

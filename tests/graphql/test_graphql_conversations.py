@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer
-from tests.graphql.helpers import code_of, count_statements, data_of, error_of, gql, register
+from tests.conftest import LiveServer, count_statements
+from tests.graphql.helpers import code_of, data_of, error_of, gql, register
 
 FIELDS = "id title model systemPrompt createdAt updatedAt userId messages { id role content " \
          "timestamp }"

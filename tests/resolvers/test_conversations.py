@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
 from models import Message, User
@@ -18,21 +14,7 @@ from resolvers import auth, conversations
 from resolvers.conversations import ConversationInput, MessageInput
 from resolvers.errors import Conflict, NotFound, ValidationFailed
 from resolvers.services import Services
-
-
-@contextmanager
-def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Every SQL statement sent to the database inside the block (an executemany is one)."""
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+from tests.conftest import count_statements
 
 
 async def make_user(services: Services, username: str) -> User:
