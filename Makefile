@@ -37,7 +37,7 @@ schema: install
 	$(PY) -c "from schema import schema; open('schema.graphql', 'w').write(schema.as_str() + '\n')"
 
 migrate: install
-	$(PY) -m resolvers.migrate
+	$(PY) -m resolvers.kit.migrate
 
 bench: install
 	$(PY) -m bench

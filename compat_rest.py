@@ -16,10 +16,11 @@ from starlette.requests import HTTPConnection
 
 from models import Conversation as ConversationRow
 from models import User
-from resolvers import auth, chat, conversations, metrics, ratelimit, stats
-from resolvers.clock import as_utc
-from resolvers.errors import AppError, Unauthenticated, ValidationFailed
+from resolvers import auth, chat, conversations, stats
 from resolvers.health import check as health_check
+from resolvers.kit import metrics, ratelimit
+from resolvers.kit.clock import as_utc
+from resolvers.kit.errors import AppError, Unauthenticated, ValidationFailed
 from resolvers.services import Services
 
 API_VERSION = "2.0.0"

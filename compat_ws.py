@@ -30,9 +30,9 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from models import User
-from resolvers import auth, chat, presence, revocation, validation
-from resolvers.clock import now_ms
-from resolvers.errors import AppError, BadInput, ProviderTimeout
+from resolvers import auth, chat, live, presence, validation
+from resolvers.kit.clock import now_ms
+from resolvers.kit.errors import AppError, BadInput, ProviderTimeout
 from resolvers.services import Services
 
 log = logging.getLogger("chat_studio.ws")
@@ -169,7 +169,7 @@ class Connection:
 
     async def _close_when_revoked(self, token: str) -> None:
         services = self.services
-        reason = await revocation.wait_until_revoked(services.broker, services.db,
+        reason = await live.wait_until_revoked(services.broker, services.db,
                                                      services.security, token)
         await self.send(error("unauthenticated", f"Token {reason}"))
         await self.close(CLOSE_UNAUTHENTICATED, f"token {reason}")

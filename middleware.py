@@ -15,8 +15,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from resolvers import metrics
-from resolvers.logging_setup import REQUEST_ID, request_id_from
+from resolvers.kit import metrics
+from resolvers.kit.logging import REQUEST_ID, request_id_from
 
 log = logging.getLogger("chat_studio.http")
 

@@ -17,10 +17,10 @@ from fastapi.middleware.gzip import GZipMiddleware
 import compat_rest
 import compat_ws
 import middleware
-from resolvers import metrics
 from resolvers.assembly import running_services
-from resolvers.logging_setup import configure_logging, init_sentry
-from resolvers.settings import Settings
+from resolvers.kit import metrics
+from resolvers.kit.logging import configure_logging, init_sentry
+from resolvers.kit.settings import Settings
 from schema import build_schema
 from schema.http import GraphQLRouter
 from schema.protection import Limits

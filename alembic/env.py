@@ -1,4 +1,4 @@
-"""Alembic environment: runs on a connection handed over by resolvers.migrate, or opens one
+"""Alembic environment: runs on a connection handed over by resolvers.kit.migrate, or opens one
 from Settings when invoked as the `alembic` command."""
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def _run_online() -> None:
         _run(connection)
         return
 
-    from resolvers.db import Database
-    from resolvers.settings import Settings
+    from resolvers.kit.db import Database
+    from resolvers.kit.settings import Settings
 
     async def main() -> None:
         db = Database(Settings().effective_database_url)

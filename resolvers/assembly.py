@@ -6,17 +6,17 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
-from resolvers.broker import make_broker
 from resolvers.chat import Chat
-from resolvers.db import Database
+from resolvers.chat.limits import ChatLimits
+from resolvers.kit.broker import make_broker
+from resolvers.kit.db import Database
+from resolvers.kit.migrate import upgrade
+from resolvers.kit.ratelimit import make_limiter
+from resolvers.kit.security import Security
+from resolvers.kit.settings import Settings
 from resolvers.llm.base import Provider
 from resolvers.llm.registry import LLMConfig, ProviderRegistry
-from resolvers.migrate import upgrade
-from resolvers.quota import ChatLimits
-from resolvers.ratelimit import make_limiter
-from resolvers.security import Security
 from resolvers.services import Services
-from resolvers.settings import Settings
 
 log = logging.getLogger("chat_studio.server")
 

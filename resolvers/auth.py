@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
@@ -13,14 +14,39 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import RefreshToken, User
-from resolvers import revocation, validation
-from resolvers.clock import now_ms, utcnow
-from resolvers.errors import InvalidCredentials, NotFound, Unauthenticated, UsernameTaken
-from resolvers.ratelimit import RateLimiter, enforce
-from resolvers.security import Security
+from resolvers import validation
+from resolvers.kit.clock import now_ms, utcnow
+from resolvers.kit.errors import InvalidCredentials, NotFound, Unauthenticated, UsernameTaken
+from resolvers.kit.ratelimit import RateLimiter, enforce
+from resolvers.kit.security import Security
 
 if TYPE_CHECKING:
-    from resolvers.broker import Broker
+    from resolvers.kit.broker import Broker
+
+
+log = logging.getLogger("chat_studio.auth")
+
+
+def revocation_channel(user_id: str) -> str:
+    return f"user-revoked:{user_id}"
+
+
+async def publish_revocation(
+    broker: Broker, user_id: str, reason: str, *, below_generation: int | None = None
+) -> None:
+    """Tell every worker to close `user_id`'s sockets. Call only after the commit.
+
+    `below_generation`: only tokens of an older generation are revoked (logout everywhere
+    bumps it; a session signed in afterwards stays open). None revokes every token (deletion).
+    Never raises: the change is committed either way, and sockets still close at token expiry.
+    """
+    message: dict[str, Any] = {"reason": reason}
+    if below_generation is not None:
+        message["below_generation"] = below_generation
+    try:
+        await broker.publish(revocation_channel(user_id), message)
+    except Exception:
+        log.exception("could not publish the revocation of %s", user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +260,7 @@ async def logout(
         generation = (
             await session.exec(select(User.token_generation).where(col(User.id) == actor.id))
         ).one()
-        await revocation.publish_revocation(broker, actor.id, "logout",
+        await publish_revocation(broker, actor.id, "logout",
                                             below_generation=generation)
 
 
@@ -257,7 +283,7 @@ async def delete_account(
     await session.exec(delete(User).where(col(User.id) == actor.id))
     await session.commit()
     if broker is not None:
-        await revocation.publish_revocation(broker, actor.id, "deleted")
+        await publish_revocation(broker, actor.id, "deleted")
 
 
 async def count_users(session: AsyncSession) -> int:

@@ -18,8 +18,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Conversation, Message, User
 from resolvers import validation
-from resolvers.clock import now_ms
-from resolvers.errors import Conflict, NotFound, ValidationFailed
+from resolvers.kit.clock import now_ms
+from resolvers.kit.errors import Conflict, NotFound, ValidationFailed
 
 PAGE_MAX = 100
 

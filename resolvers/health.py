@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from resolvers import auth, conversations
-from resolvers.clock import utcnow
+from resolvers.kit.clock import utcnow
 from resolvers.services import Services
 
 VERSION = "2.0.0"

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from resolvers import validation
-from resolvers.clock import now_ms
+from resolvers.kit.clock import now_ms
 
 if TYPE_CHECKING:
     from models import User
-    from resolvers.broker import Broker, Subscription
+    from resolvers.kit.broker import Broker, Subscription
 
 
 def typing_channel(user_id: str, conversation_id: str) -> str:

@@ -8,14 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from resolvers.db import Database
-from resolvers.ratelimit import MemoryRateLimiter, RateLimiter
-from resolvers.security import Security
-from resolvers.settings import Settings
+from resolvers.kit.db import Database
+from resolvers.kit.ratelimit import MemoryRateLimiter, RateLimiter
+from resolvers.kit.security import Security
+from resolvers.kit.settings import Settings
 
 if TYPE_CHECKING:
-    from resolvers.broker import Broker
     from resolvers.chat import Chat
+    from resolvers.kit.broker import Broker
 
 
 @dataclass

@@ -6,7 +6,7 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
-from resolvers.errors import ValidationFailed
+from resolvers.kit.errors import ValidationFailed
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 # Conversation and message ids travel in URL paths: keep them to URL-safe characters.

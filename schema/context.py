@@ -15,9 +15,10 @@ from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
 from models import User
-from resolvers import auth, conversations, ratelimit
+from resolvers import auth, conversations
 from resolvers.conversations import MessageView
-from resolvers.security import bearer_token
+from resolvers.kit import ratelimit
+from resolvers.kit.security import bearer_token
 from resolvers.services import Services
 
 

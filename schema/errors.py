@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from resolvers.errors import AppError, RateLimited
+from resolvers.kit.errors import AppError, RateLimited
 
 log = logging.getLogger("chat_studio.graphql")
 

@@ -26,7 +26,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
-from resolvers.settings import Settings
+from resolvers.kit.settings import Settings
 from schema.subscriptions import GraphQLRouter as RealtimeRouter
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"

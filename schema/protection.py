@@ -30,8 +30,8 @@ from strawberry.extensions import (
 )
 from strawberry.extensions.disable_introspection import DisableIntrospection
 
-from resolvers import metrics
-from resolvers.settings import Settings
+from resolvers.kit import metrics
+from resolvers.kit.settings import Settings
 
 CACHE_SIZE = 256  # distinct documents kept parsed and validated (per process)
 

@@ -29,10 +29,10 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET, UnsetType
 
-from resolvers import auth, chat, presence, revocation
-from resolvers.errors import AppError
-from resolvers.security import bearer_token
-from resolvers.settings import Settings
+from resolvers import auth, chat, live, presence
+from resolvers.kit.errors import AppError
+from resolvers.kit.security import bearer_token
+from resolvers.kit.settings import Settings
 from schema.chat import ChatInput, chat_params
 from schema.context import Context, get_context
 from schema.errors import shape_error
@@ -224,7 +224,7 @@ class GraphQLRouter(StrawberryRouter[Context, None]):
 
     async def _close_when_revoked(self, context: Context, token: str) -> None:
         services = context.services
-        reason = await revocation.wait_until_revoked(services.broker, services.db,
+        reason = await live.wait_until_revoked(services.broker, services.db,
                                                      services.security, token)
         websocket = context.connection
         if isinstance(websocket, WebSocket) and \

@@ -11,8 +11,8 @@ import strawberry
 from models import Conversation as ConversationRow
 from models import User as UserRow
 from resolvers.auth import TokenPair
-from resolvers.clock import as_utc
 from resolvers.conversations import MessageView
+from resolvers.kit.clock import as_utc
 from resolvers.stats import Stats as StatsData
 from schema.scalars import Timestamp
 

@@ -25,10 +25,10 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from resolvers.assembly import running_services
-from resolvers.db import Database
-from resolvers.migrate import upgrade
+from resolvers.kit.db import Database
+from resolvers.kit.migrate import upgrade
+from resolvers.kit.settings import Settings
 from resolvers.services import Services
-from resolvers.settings import Settings
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = bool(os.environ.get("CI"))

@@ -70,7 +70,7 @@ def test_compose_migrates_before_the_app_starts() -> None:
     migrate, app = services["migrate"], services["app"]
     command = migrate["command"]
     command = " ".join(command) if isinstance(command, list) else command
-    assert "resolvers.migrate" in command
+    assert "resolvers.kit.migrate" in command
     assert migrate["image"] == app["image"], "migrate must run the app's own image"
     assert migrate.get("restart", "no") == "no", "a one-shot service must not restart"
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -247,7 +247,7 @@ def test_unit_runs_migrations_then_uvicorn_as_a_dedicated_user() -> None:
     assert service["User"][0] not in {"root", "www-data", "nobody"}
     assert service["WorkingDirectory"][0].startswith("/")
     assert service["EnvironmentFile"]
-    assert "-m resolvers.migrate" in service["ExecStartPre"][0]
+    assert "-m resolvers.kit.migrate" in service["ExecStartPre"][0]
     assert "uvicorn server:create_app --factory" in service["ExecStart"][0]
     assert "--workers ${WORKERS}" in service["ExecStart"][0]
     assert service["Restart"] == ["on-failure"]

@@ -1,14 +1,24 @@
-"""Imports flow one way: models ← resolvers ← {schema, compat_rest} ← server (STYLE.md)."""
+"""Imports flow one way (STYLE.md), and nowhere in a circle.
+
+    models ← resolvers ← {schema, compat_rest, compat_ws} ← server
+    inside resolvers/: kit/ (leaves) and llm/ (providers) never import an operation
+
+Every import counts, wherever it is written: a function-level or TYPE_CHECKING import that
+dodges a cycle is still a cycle.
+"""
 
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = {"models", "resolvers", "schema", "compat_rest", "compat_ws", "middleware", "server"}
+TOP_MODULES = ("compat_rest", "compat_ws", "middleware", "server")
+PACKAGES = ("models", "resolvers", "schema")
+APP = set(PACKAGES) | set(TOP_MODULES)
 WEB = {"strawberry", "fastapi", "starlette", "uvicorn"}
 FORBIDDEN = {
     "models": APP - {"models"} | WEB,
@@ -17,39 +27,117 @@ FORBIDDEN = {
     "compat_rest": {"schema", "server"},
     "compat_ws": {"schema", "server"},
 }
+# resolvers/ sub-packages that are leaves: they may import each other's modules (llm → kit),
+# never an operation.
+LEAVES = ("resolvers.kit", "resolvers.llm")
 
 
-def imported_roots(path: Path) -> set[str]:
-    """Top-level names a module imports (relative imports resolved against its package)."""
-    package = path.relative_to(ROOT).parent.parts
-    roots: set[str] = set()
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+@cache
+def app_modules() -> dict[str, Path]:
+    files = [p for d in PACKAGES for p in (ROOT / d).rglob("*.py")]
+    files += [ROOT / f"{name}.py" for name in TOP_MODULES if (ROOT / f"{name}.py").exists()]
+    return {module_name(p): p for p in sorted(files)}
+
+
+def imported(path: Path) -> set[str]:
+    """Every module name a file imports, anywhere in it (relative imports resolved).
+    `from a.b import c` names `a.b.c` when that is a module of ours, else `a.b`."""
+    modules = app_modules()
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[: len(package) - node.level + 1]
-                roots.add(base[0] if base else (node.module or "").split(".")[0])
-            elif node.module:
-                roots.add(node.module.split(".")[0])
-    return roots
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                source = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                candidate = f"{source}.{alias.name}"
+                found.add(candidate if candidate in modules else source)
+    return found
 
 
-def layered_files() -> list[Path]:
-    files = [p for d in ("models", "resolvers", "schema") for p in (ROOT / d).rglob("*.py")]
-    return sorted(files + [p for p in (ROOT / "compat_rest.py", ROOT / "compat_ws.py",
-                                       ROOT / "server.py") if p.exists()])
+def layer_of(module: str) -> str:
+    return module.split(".")[0]
 
 
-@pytest.mark.parametrize("path", layered_files(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_imports_flow_one_way(path: Path) -> None:
-    layer = path.relative_to(ROOT).parts[0].removesuffix(".py")
-    wrong = imported_roots(path) & FORBIDDEN.get(layer, set())
-    assert not wrong, f"{path.relative_to(ROOT)} ({layer}) must not import {sorted(wrong)}"
+@pytest.mark.parametrize("module", sorted(app_modules()), ids=str)
+def test_imports_flow_one_way(module: str) -> None:
+    roots = {name.split(".")[0] for name in imported(app_modules()[module])}
+    wrong = roots & FORBIDDEN.get(layer_of(module), set())
+    assert not wrong, f"{module} must not import {sorted(wrong)}"
+
+
+@pytest.mark.parametrize("module", [m for m in sorted(app_modules())
+                                    if m.startswith(LEAVES)], ids=str)
+def test_kit_and_llm_never_import_an_operation(module: str) -> None:
+    operations = {name for name in imported(app_modules()[module])
+                  if name.startswith("resolvers") and not name.startswith(LEAVES)}
+    assert not operations, f"{module} is a leaf and must not import {sorted(operations)}"
+    if module.startswith("resolvers.kit"):
+        providers = {n for n in imported(app_modules()[module]) if n.startswith("resolvers.llm")}
+        assert not providers, f"{module} (kit) must not import providers {sorted(providers)}"
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, …, a], or None (iterative DFS, three colours)."""
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    for start in sorted(graph):
+        if state.get(start):
+            continue
+        stack: list[tuple[str, list[str]]] = [(start, sorted(graph[start]))]
+        path = [start]
+        state[start] = 1
+        while stack:
+            node, todo = stack[-1]
+            if not todo:
+                stack.pop()
+                path.pop()
+                state[node] = 2
+                continue
+            nxt = todo.pop()
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append((nxt, sorted(graph.get(nxt, ()))))
+    return None
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = app_modules()
+    return {name: {m for m in imported(path) if m in modules and m != name}
+            for name, path in modules.items()}
+
+
+def test_no_import_cycles() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " → ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
 def test_the_walk_sees_the_layers() -> None:
-    names = {p.relative_to(ROOT).parts[0] for p in layered_files()}
-    assert {"models", "resolvers", "schema", "compat_rest.py", "server.py"} <= names
-    assert "fastapi" in imported_roots(ROOT / "compat_rest.py")
-    assert "resolvers" in imported_roots(ROOT / "schema" / "context.py")
+    modules = app_modules()
+    assert {"models", "resolvers", "resolvers.kit.settings", "resolvers.kit.broker.redis",
+            "resolvers.chat", "resolvers.llm.base", "schema", "compat_rest", "server"} <= set(
+        modules)
+    assert "fastapi" in imported(modules["compat_rest"])
+    assert "resolvers.auth" in imported(modules["schema.context"])
+    # `from resolvers.kit import errors` names the module, not the package.
+    assert "resolvers.kit.errors" in imported(modules["resolvers.kit.db"])

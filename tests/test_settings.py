@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from resolvers.errors import Unauthenticated
-from resolvers.security import Security
-from resolvers.settings import Settings, SettingsError
+from resolvers.kit.errors import Unauthenticated
+from resolvers.kit.security import Security
+from resolvers.kit.settings import Settings, SettingsError
 
 ENV_VARS = ("ENVIRONMENT", "SECRET_KEY", "WORKERS", "REDIS_URL", "DATABASE_URL", "DATA_DIR",
             "ALLOWED_ORIGINS")

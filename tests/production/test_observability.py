@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from middleware import RequestContext
-from resolvers.logging_setup import configure_logging, log_format, scrub_event
+from resolvers.kit.logging import configure_logging, log_format, scrub_event
 from tests.chat.support import FakeThread
 from tests.conftest import POSTGRES_URL, _unreachable, bearer, make_settings, register
 from tests.production.conftest import Serve, fake_openai_settings
@@ -102,7 +102,7 @@ async def test_metrics_can_be_switched_off(serve: Serve) -> None:
 def test_metrics_multiprocess_mode(tmp_path: Path) -> None:
     """With PROMETHEUS_MULTIPROC_DIR, a scrape of one worker shows every worker's counts."""
     script = (
-        "from resolvers import metrics\n"
+        "from resolvers.kit import metrics\n"
         "metrics.HTTP_REQUESTS.labels(method='GET', route='/x', status='200').inc()\n"
         "import sys\n"
         "if sys.argv[1] == 'render':\n"

@@ -14,9 +14,9 @@ import pytest
 
 from models import TokenUsage
 from resolvers import auth
-from resolvers.errors import RateLimited
-from resolvers.quota import ChatLimits, check_chat_allowed, day_bounds
-from resolvers.ratelimit import MemoryRateLimiter, RedisRateLimiter, client_address
+from resolvers.chat.limits import ChatLimits, check_chat_allowed, day_bounds
+from resolvers.kit.errors import RateLimited
+from resolvers.kit.ratelimit import MemoryRateLimiter, RedisRateLimiter, client_address
 from resolvers.services import Services
 from tests.chat.support import FakeThread
 from tests.conftest import bearer, register

@@ -14,7 +14,7 @@ import jwt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from resolvers.settings import Settings
+from resolvers.kit.settings import Settings
 
 TIMEOUT = 10.0
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from resolvers.settings import Settings
+from resolvers.kit.settings import Settings
 from tests.conftest import LiveServer, make_settings
 from tests.fakes import FakeOpenAI
 

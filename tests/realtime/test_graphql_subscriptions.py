@@ -12,7 +12,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from resolvers.settings import Settings
+from resolvers.kit.settings import Settings
 from tests.conftest import LiveServer, bearer, register
 from tests.fakes import FakeOpenAI
 from tests.realtime.clients import (

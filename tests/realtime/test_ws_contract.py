@@ -9,7 +9,7 @@ import time
 import httpx
 from websockets.asyncio.client import connect
 
-from resolvers.settings import Settings
+from resolvers.kit.settings import Settings
 from tests.conftest import LiveServer, bearer, register
 from tests.fakes import FakeOpenAI
 from tests.realtime.clients import (

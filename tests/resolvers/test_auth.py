@@ -15,15 +15,15 @@ from sqlmodel import select
 
 from models import RefreshToken, User
 from resolvers import auth
-from resolvers.errors import (
+from resolvers.kit.errors import (
     InvalidCredentials,
     Unauthenticated,
     UsernameTaken,
     ValidationFailed,
 )
-from resolvers.security import Security
+from resolvers.kit.security import Security
+from resolvers.kit.settings import Settings
 from resolvers.services import Services
-from resolvers.settings import Settings
 from tests.conftest import make_settings
 
 PASSWORD = "correct horse battery"

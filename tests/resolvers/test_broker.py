@@ -19,7 +19,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from resolvers.broker import (
+from resolvers.kit.broker import (
     Broker,
     BrokerClosed,
     Event,
@@ -29,7 +29,7 @@ from resolvers.broker import (
     ReplyNotFound,
     make_broker,
 )
-from resolvers.broker_redis import RedisBroker
+from resolvers.kit.broker.redis import RedisBroker
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Options only the Redis backend has; the memory factory ignores them.
@@ -232,7 +232,7 @@ async def test_reply_log_numbers_events_and_resumes_after_k(broker: Broker) -> N
     # Live events reach the waiting reader, which stops after the terminal one.
     assert await broker.reply_append("r1", chunk(6)) == 6
     await wait_until(lambda: len(seen) == 4)
-    assert await broker.reply_append("r1", COMPLETE) == 7
+    assert await broker.reply_append("r1", COMPLETE, terminal=True) == 7
     async with asyncio.timeout(3):
         await reader
     assert seen == [(3, chunk(3)), (4, chunk(4)), (5, chunk(5)), (6, chunk(6)), (7, COMPLETE)]
@@ -255,7 +255,8 @@ async def test_mid_stream_and_late_readers_get_the_whole_tail_once(broker: Broke
     await asyncio.sleep(0.05)
     for i in range(4, 7):
         await broker.reply_append("r2", chunk(i))
-    await broker.reply_append("r2", {"type": "error", "code": "provider_error", "message": "x"})
+    await broker.reply_append(
+        "r2", {"type": "error", "code": "provider_error", "message": "x"}, terminal=True)
 
     expected = [(i, chunk(i)) for i in range(1, 7)]
     expected.append((7, {"type": "error", "code": "provider_error", "message": "x"}))
@@ -280,7 +281,7 @@ async def test_finished_log_expires_after_the_grace_period(make: Factory) -> Non
     broker = make(retention_seconds=1)
     await broker.reply_start("r4", owner_id="u1")
     await broker.reply_append("r4", chunk(1))
-    await broker.reply_append("r4", COMPLETE)
+    await broker.reply_append("r4", COMPLETE, terminal=True)
     await asyncio.sleep(0.5)
     assert await broker.reply_owner("r4") == "u1"
     assert await collect(broker, "r4") == [(1, chunk(1)), (2, COMPLETE)]
@@ -316,7 +317,7 @@ async def test_concurrent_appends_get_unique_increasing_numbers(broker: Broker) 
     for seqs in per_task:
         assert seqs == sorted(seqs)
     assert sorted(s for seqs in per_task for s in seqs) == list(range(1, 101))
-    await broker.reply_append("r6", COMPLETE)
+    await broker.reply_append("r6", COMPLETE, terminal=True)
 
     events = await reader
     assert [seq for seq, _ in events] == list(range(1, 102))
@@ -392,7 +393,7 @@ async def test_two_workers_share_replies_pubsub_and_counts(make_redis: Factory) 
     on_b = background(collect(b, "r8"))
     await asyncio.sleep(0.05)
     await a.reply_append("r8", chunk(2))
-    await a.reply_append("r8", COMPLETE)
+    await a.reply_append("r8", COMPLETE, terminal=True)
     assert await on_b == [(1, chunk(1)), (2, chunk(2)), (3, COMPLETE)]
     assert await collect(b, "r8", after=2) == [(3, COMPLETE)]
 
@@ -473,5 +474,5 @@ async def test_reply_closed_tells_a_finished_reply_from_a_running_one(broker: Br
     await broker.reply_start(reply, owner_id="u1")
     await broker.reply_append(reply, {"type": "chat_chunk", "content": "a"})
     assert not await broker.reply_closed(reply)
-    await broker.reply_append(reply, {"type": "chat_complete", "tokens": 1})
+    await broker.reply_append(reply, {"type": "chat_complete", "tokens": 1}, terminal=True)
     assert await broker.reply_closed(reply)

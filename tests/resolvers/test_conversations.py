@@ -12,7 +12,7 @@ from sqlmodel import select
 from models import Message, User
 from resolvers import auth, conversations
 from resolvers.conversations import ConversationInput, MessageInput
-from resolvers.errors import Conflict, NotFound, ValidationFailed
+from resolvers.kit.errors import Conflict, NotFound, ValidationFailed
 from resolvers.services import Services
 from tests.conftest import count_statements
 

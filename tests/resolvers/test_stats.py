@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from models import User
 from resolvers import auth, conversations, stats
-from resolvers.clock import now_ms
 from resolvers.conversations import ConversationInput, MessageInput
+from resolvers.kit.clock import now_ms
 from resolvers.services import Services
 
 

@@ -10,8 +10,8 @@ from sqlalchemy import delete
 from sqlmodel import col
 
 from models import User
-from resolvers.db import Database
-from resolvers.settings import Settings
+from resolvers.kit.db import Database
+from resolvers.kit.settings import Settings
 from tests.conftest import LiveServer, bearer, register
 
 

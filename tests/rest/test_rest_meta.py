@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from resolvers.db import Database
+from resolvers.kit.db import Database
 from tests.conftest import LiveServer, bearer, register
 
 

@@ -15,10 +15,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import TokenUsage, User
-from resolvers import metrics
-from resolvers.db import Database
-from resolvers.errors import RateLimited
-from resolvers.ratelimit import RateLimiter, enforce
+from resolvers.kit import metrics
+from resolvers.kit.db import Database
+from resolvers.kit.errors import RateLimited
+from resolvers.kit.ratelimit import RateLimiter, enforce
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Redis broker: the `Broker` protocol shared by several workers (see resolvers/broker.py).
+"""Redis broker: the `Broker` protocol shared by several workers (see base.py).
 
 Layout (every key and channel starts with `key_prefix`, default "chatstudio:"):
 
@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from resolvers.broker import (
+from resolvers.kit.broker.base import (
     DEFAULT_OPEN_TTL_SECONDS,
     DEFAULT_RETENTION_SECONDS,
     DEFAULT_SUBSCRIBER_BUFFER,
@@ -43,9 +43,8 @@ from resolvers.broker import (
     ReplyExists,
     ReplyNotFound,
     Subscription,
-    _check_durations,
-    _encode,
-    is_terminal,
+    check_durations,
+    encode,
 )
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ if redis.call('HGET', KEYS[1], 'token') == ARGV[5] then
 end
 if closed == '1' then return -2 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('XADD', KEYS[2], '0-' .. seq, 'seq', seq, 'event', ARGV[1])
+redis.call('XADD', KEYS[2], '0-' .. seq, 'seq', seq, 'event', ARGV[1], 'end', ARGV[2])
 local ttl = ARGV[4]
 if ARGV[2] == '1' then
   ttl = ARGV[3]
@@ -121,7 +120,7 @@ class RedisBroker:
         subscribe_timeout_seconds: float = 10.0,
         worker_id: str | None = None,
     ) -> None:
-        _check_durations(retention_seconds, open_ttl_seconds)
+        check_durations(retention_seconds, open_ttl_seconds)
         self.retention_seconds = retention_seconds
         self.open_ttl_seconds = open_ttl_seconds
         self.subscriber_buffer = subscriber_buffer
@@ -177,7 +176,7 @@ class RedisBroker:
     # --- pub/sub ---
     async def publish(self, channel: str, message: Event) -> None:
         self._check_open()
-        await self._redis.publish(self._channel(channel), _encode(message))
+        await self._redis.publish(self._channel(channel), encode(message))
 
     def subscribe(self, channel: str) -> Subscription:
         self._check_open()
@@ -285,15 +284,15 @@ class RedisBroker:
         if not created:
             raise ReplyExists(reply_id)
 
-    async def reply_append(self, reply_id: str, event: Event) -> int:
+    async def reply_append(self, reply_id: str, event: Event, *, terminal: bool = False) -> int:
         self._check_open()
         meta, stream = self._reply_keys(reply_id)
         seq = int(
             await self._append_script(
                 keys=[meta, stream],
                 args=[
-                    _encode(event),
-                    "1" if is_terminal(event) else "0",
+                    encode(event),
+                    "1" if terminal else "0",
                     int(self.retention_seconds * 1000),
                     int(self.open_ttl_seconds * 1000),
                     uuid.uuid4().hex,
@@ -345,7 +344,7 @@ class RedisBroker:
                 last_id = entry_id
                 event: Event = json.loads(fields["event"])
                 yield int(fields["seq"]), event
-                if is_terminal(event):
+                if fields.get("end") == "1":
                     return
             if self._closed:
                 return

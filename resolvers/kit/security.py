@@ -12,9 +12,9 @@ from typing import Any
 import jwt
 from passlib.context import CryptContext
 
-from resolvers.clock import utcnow
-from resolvers.errors import Unauthenticated
-from resolvers.settings import Settings
+from resolvers.kit.clock import utcnow
+from resolvers.kit.errors import Unauthenticated
+from resolvers.kit.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Apply Alembic migrations: at server start, and by `python -m resolvers.migrate`."""
+"""Apply Alembic migrations: at server start, and by `python -m resolvers.kit.migrate`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from resolvers.db import Database
-from resolvers.settings import Settings
+from resolvers.kit.db import Database
+from resolvers.kit.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("chat_studio.migrate")
 
 

@@ -1,7 +1,7 @@
 """The database: one async engine per process, short sessions per unit of work.
 
 SQLite (aiosqlite, WAL, foreign keys on) by default; PostgreSQL (asyncpg) when DATABASE_URL
-says so. Migrations are Alembic's, applied at start (resolvers/migrate.py).
+says so. Migrations are Alembic's, applied at start (resolvers/kit/migrate.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from resolvers.errors import Unavailable
+from resolvers.kit.errors import Unavailable
 
 log = logging.getLogger("chat_studio.db")
 

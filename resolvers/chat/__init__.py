@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models import User
-from resolvers import conversations, metrics, stats, validation
-from resolvers.broker import Broker, ReplyExists
-from resolvers.clock import now_ms
-from resolvers.db import Database
-from resolvers.errors import (
+from resolvers import conversations, stats, validation
+from resolvers.chat.limits import ChatLimits, check_chat_allowed
+from resolvers.kit import metrics
+from resolvers.kit.broker import Broker, ReplyExists
+from resolvers.kit.clock import now_ms
+from resolvers.kit.db import Database
+from resolvers.kit.errors import (
     AppError,
     BadInput,
     Conflict,
@@ -32,6 +34,7 @@ from resolvers.errors import (
     ProviderTimeout,
     ValidationFailed,
 )
+from resolvers.kit.ratelimit import RateLimiter
 from resolvers.llm.base import (
     ChatMessage,
     Finished,
@@ -42,8 +45,6 @@ from resolvers.llm.base import (
     TextChunk,
 )
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
-from resolvers.quota import ChatLimits, check_chat_allowed
-from resolvers.ratelimit import RateLimiter
 
 log = logging.getLogger("chat_studio.chat")
 
@@ -289,7 +290,7 @@ class Chat:
                 terminal["message_id"] = message_id
             terminal["elapsed_ms"] = round((time.perf_counter() - started) * 1000)
             with contextlib.suppress(Exception):
-                await self.broker.reply_append(key, terminal)
+                await self.broker.reply_append(key, terminal, terminal=True)
 
     async def _watch_stop(self, key: str, stop: StopSignal) -> None:
         # Stops may be asked on any worker: they arrive over the broker.

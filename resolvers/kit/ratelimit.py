@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from resolvers import metrics
-from resolvers.errors import RateLimited
+from resolvers.kit import metrics
+from resolvers.kit.errors import RateLimited
 
 log = logging.getLogger("chat_studio.ratelimit")
 

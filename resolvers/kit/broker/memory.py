@@ -1,0 +1,196 @@
+"""In-process broker for a single worker (the `Broker` of base.py, without Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from resolvers.kit.broker.base import (
+    DEFAULT_OPEN_TTL_SECONDS,
+    DEFAULT_RETENTION_SECONDS,
+    DEFAULT_SUBSCRIBER_BUFFER,
+    BrokerClosed,
+    Event,
+    ReplyClosed,
+    ReplyExists,
+    ReplyNotFound,
+    Subscription,
+    check_durations,
+    encode,
+)
+
+
+@dataclass(eq=False)
+class _ReplyLog:
+    owner_id: str
+    # time.monotonic() deadline: open_ttl after the last append, retention once closed.
+    expires_at: float
+    events: list[str] = field(default_factory=list)
+    closed: bool = False
+    # Replaced (after being set) on every append, so each waiter wakes exactly once per
+    # change without a lock or a Condition.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        waiter, self.changed = self.changed, asyncio.Event()
+        waiter.set()
+
+
+class MemoryBroker:
+    """In-process broker for a single worker. Nothing here crosses process boundaries.
+
+    Expiry is lazy: a log past its deadline is dropped when it is next looked up and by a
+    sweep that `reply_start` runs at most once a second — no timers or tasks to leak.
+    """
+
+    def __init__(
+        self,
+        *,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        open_ttl_seconds: float = DEFAULT_OPEN_TTL_SECONDS,
+        subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
+    ) -> None:
+        check_durations(retention_seconds, open_ttl_seconds)
+        self.retention_seconds = retention_seconds
+        self.open_ttl_seconds = open_ttl_seconds
+        self.subscriber_buffer = subscriber_buffer
+        self._channels: dict[str, set[Subscription]] = {}
+        self._logs: dict[str, _ReplyLog] = {}
+        self._next_sweep = 0.0
+        self._connections = 0
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerClosed("broker is closed")
+
+    # --- pub/sub ---
+    async def publish(self, channel: str, message: Event) -> None:
+        self._check_open()
+        raw = encode(message)
+        for sub in tuple(self._channels.get(channel, ())):
+            sub._deliver(raw)
+
+    def subscribe(self, channel: str) -> Subscription:
+        self._check_open()
+        # Registered right here, synchronously: live before the caller can publish.
+        sub = Subscription(
+            channel, buffer=self.subscriber_buffer, on_open=None, on_close=self._unsubscribe
+        )
+        self._channels.setdefault(channel, set()).add(sub)
+        return sub
+
+    async def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._channels.get(sub.channel)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._channels[sub.channel]
+
+    # --- reply logs ---
+    def _live_log(self, reply_id: str) -> _ReplyLog | None:
+        log = self._logs.get(reply_id)
+        if log is not None and time.monotonic() >= log.expires_at:
+            del self._logs[reply_id]
+            log.notify()  # readers of an expired open log stop waiting
+            return None
+        return log
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 1.0
+        for reply_id in [r for r, log in self._logs.items() if now >= log.expires_at]:
+            self._logs.pop(reply_id).notify()
+
+    async def reply_start(self, reply_id: str, *, owner_id: str) -> None:
+        self._check_open()
+        self._sweep()
+        if self._live_log(reply_id) is not None:
+            raise ReplyExists(reply_id)
+        self._logs[reply_id] = _ReplyLog(
+            owner_id=owner_id, expires_at=time.monotonic() + self.open_ttl_seconds
+        )
+
+    async def reply_append(self, reply_id: str, event: Event, *, terminal: bool = False) -> int:
+        self._check_open()
+        raw = encode(event)
+        log = self._live_log(reply_id)
+        if log is None:
+            raise ReplyNotFound(reply_id)
+        if log.closed:
+            raise ReplyClosed(reply_id)
+        # No await between reading and growing the list: concurrent appends from several
+        # tasks cannot get the same number.
+        log.events.append(raw)
+        if terminal:
+            log.closed = True
+            log.expires_at = time.monotonic() + self.retention_seconds
+        else:
+            log.expires_at = time.monotonic() + self.open_ttl_seconds
+        log.notify()
+        return len(log.events)
+
+    async def reply_owner(self, reply_id: str) -> str | None:
+        self._check_open()
+        log = self._live_log(reply_id)
+        return None if log is None else log.owner_id
+
+    async def reply_closed(self, reply_id: str) -> bool:
+        self._check_open()
+        log = self._live_log(reply_id)
+        return log is not None and log.closed
+
+    async def reply_events(
+        self, reply_id: str, *, after: int = 0
+    ) -> AsyncIterator[tuple[int, Event]]:
+        self._check_open()
+        log = self._live_log(reply_id)
+        if log is None:
+            return
+        seq = max(after, 0)
+        while True:
+            while seq < len(log.events):
+                event: Event = json.loads(log.events[seq])
+                seq += 1
+                yield seq, event
+                if log.closed and seq == len(log.events):
+                    return  # the terminal event is always the log's last
+            if log.closed or self._closed or self._logs.get(reply_id) is not log:
+                return
+            waiter = log.changed
+            # Wake up at the deadline too: a producer that died never notifies.
+            try:
+                async with asyncio.timeout(log.expires_at - time.monotonic()):
+                    await waiter.wait()
+            except TimeoutError:
+                if self._live_log(reply_id) is not log:
+                    return
+
+    # --- connection counting (this process only: one worker) ---
+    async def connections_add(self, delta: int) -> None:
+        self._connections += delta
+
+    async def connections_count(self) -> int:
+        self._check_open()
+        return self._connections
+
+    async def healthy(self) -> bool:
+        return not self._closed
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for subs in list(self._channels.values()):
+            for sub in list(subs):
+                sub._end()
+        self._channels.clear()
+        logs = list(self._logs.values())
+        self._logs.clear()
+        for log in logs:
+            log.notify()
