@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 from models import Conversation as ConversationRow
 from models import User
 from resolvers import auth, chat, conversations, stats
+from resolvers.chat.events import ChatError, ReplyEvent
 from resolvers.health import check as health_check
 from resolvers.kit import metrics, ratelimit
 from resolvers.kit.clock import as_utc
@@ -436,8 +437,11 @@ def chat_params(body: ChatRequest) -> chat.ChatParams:
     )
 
 
-def sse(seq: int, event: dict[str, Any]) -> bytes:
-    return f"id: {seq}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+def sse(seq: int, event: ReplyEvent) -> bytes:
+    """One reply event on the SSE stream: its place in the reply as `id:`, the documented
+    JSON as `data:` (internal fields never reach a client)."""
+    data = json.dumps(event.to_wire(), ensure_ascii=False)
+    return f"id: {seq}\ndata: {data}\n\n".encode()
 
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -454,7 +458,7 @@ async def event_stream(services: Services, user: User, request_id: str,
         # The client already has the whole reply (an EventSource reconnects after the end,
         # sending the terminal event's id); 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)
-    if first["type"] == "error" and after == 0:
+    if isinstance(first, ChatError) and after == 0:
         await events.aclose()
         return error_response(chat.error_of(first))
 

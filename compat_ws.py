@@ -31,6 +31,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from models import User
 from resolvers import auth, chat, live, presence, validation
+from resolvers.chat.events import ReplyEvent
 from resolvers.kit.clock import now_ms
 from resolvers.kit.errors import AppError, BadInput, ProviderTimeout
 from resolvers.services import Services
@@ -62,6 +63,11 @@ def error(code: str, message: str, request_id: str | None = None) -> dict[str, A
     if request_id is not None:
         event["request_id"] = request_id
     return event
+
+
+def ws_frame(seq: int, event: ReplyEvent) -> dict[str, Any]:
+    """A reply event as a /ws frame: the documented JSON plus its place in the reply."""
+    return {**event.to_wire(), "seq": seq}
 
 
 def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...],
@@ -306,7 +312,7 @@ class Connection:
         """Send a reply's events from the reply log; the reply itself runs on regardless."""
         try:
             async for seq, event in self.services.chat.events(user, request_id, after=after):
-                await self.send({**event, "seq": seq})
+                await self.send(ws_frame(seq, event))
         except AppError as exc:
             await self.send(error(error_code(exc), exc.message, request_id))
         except Exception:

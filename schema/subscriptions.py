@@ -30,6 +30,7 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET, UnsetType
 
 from resolvers import auth, chat, live, presence
+from resolvers.chat import events
 from resolvers.kit.errors import AppError
 from resolvers.kit.security import bearer_token
 from resolvers.kit.settings import Settings
@@ -83,19 +84,21 @@ class TypingEvent:
     timestamp: Timestamp
 
 
-def chat_event(seq: int, event: dict[str, Any]) -> ChatChunk | ChatComplete | ChatError:
-    request_id = strawberry.ID(str(event.get("request_id", "")))
-    if event["type"] == "chat_chunk":
-        return ChatChunk(content=str(event["content"]), seq=seq, request_id=request_id)
-    if event["type"] == "chat_complete":
-        message_id = event.get("message_id")
-        return ChatComplete(
-            tokens=int(event.get("tokens", 0)), model=str(event.get("model", "")),
-            request_id=request_id, finish_reason=str(event.get("finish_reason", "stop")),
-            message_id=strawberry.ID(str(message_id)) if message_id else None, seq=seq)
-    error = chat.error_of(event)
-    return ChatError(code=error.code, message=str(event.get("message") or error.message),
-                     request_id=request_id)
+def chat_event(seq: int, event: events.ReplyEvent) -> ChatChunk | ChatComplete | ChatError:
+    """A reply event as GraphQL's ChatEvent (only the fields the schema documents)."""
+    request_id = strawberry.ID(event.request_id)
+    match event:
+        case events.ChatChunk():
+            return ChatChunk(content=event.content, seq=seq, request_id=request_id)
+        case events.ChatComplete():
+            return ChatComplete(
+                tokens=event.tokens, model=event.model, request_id=request_id,
+                finish_reason=event.finish_reason, seq=seq,
+                message_id=strawberry.ID(event.message_id) if event.message_id else None)
+        case events.ChatError():
+            error = chat.error_of(event)
+            return ChatError(code=error.code, message=event.message or error.message,
+                             request_id=request_id)
 
 
 # ---------------------------------------------------------------- fields

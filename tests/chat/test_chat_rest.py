@@ -156,6 +156,9 @@ async def test_stream_delivers_chunks_one_by_one(user: User, fakes: FakeThread,
     assert last.data["tokens"] == 9
     assert last.data["model"] == MODELS[provider]
     assert last.data["finish_reason"] == "stop"
+    # Only the documented fields reach the client (no internal status or timings).
+    assert {key for e in chunks for key in e.data} == {"type", "content", "request_id"}
+    assert set(last.data) == {"type", "tokens", "model", "finish_reason", "request_id"}
     # Streamed, not buffered: the chunks came spread over the upstream's pace.
     assert arrivals[4] - arrivals[0] > 4 * 0.08 * 0.5
 

@@ -159,6 +159,9 @@ async def test_chat_streams_numbered_chunks_then_complete(
     assert complete["type"] == "chat_complete"
     assert complete["tokens"] == len(CHUNKS) and complete["model"] == MODEL
     assert complete["finish_reason"] == "stop"
+    # Only the documented fields reach the client (no internal status or timings).
+    assert {key for e in chunks for key in e} == {"type", "content", "request_id", "seq"}
+    assert set(complete) == {"type", "tokens", "model", "finish_reason", "request_id", "seq"}
 
 
 async def test_replies_on_one_socket_interleave(
@@ -205,6 +208,8 @@ async def test_stop_keeps_what_was_generated(
     assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
     assert stored["messages"][1]["content"] == received
     assert stored["messages"][1]["id"] == rest[-1]["message_id"]
+    assert set(rest[-1]) == {"type", "tokens", "model", "finish_reason", "request_id",
+                             "message_id", "seq"}
 
 
 async def test_resume_after_a_dropped_connection_yields_each_chunk_once(
