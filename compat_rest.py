@@ -16,15 +16,14 @@ from starlette.requests import HTTPConnection
 
 from models import Conversation as ConversationRow
 from models import User
-from resolvers import auth, chat, conversations, stats
+from resolvers import auth, chat, conversations, stats, validation
 from resolvers.chat.events import ChatError, ReplyEvent
 from resolvers.health import check as health_check
 from resolvers.kit import metrics, ratelimit
 from resolvers.kit.clock import as_utc
 from resolvers.kit.errors import AppError, Unauthenticated, ValidationFailed
+from resolvers.kit.version import VERSION
 from resolvers.services import Services
-
-API_VERSION = "2.0.0"
 
 # ---------------------------------------------------------------- request/response shapes
 
@@ -120,11 +119,13 @@ class MessageOnly(BaseModel):
     message: str
 
 
+# Chat's rules (roles, ranges, blank content) are checked by resolvers/chat/params.py for
+# every face; these shapes only type the JSON and show the rules in OpenAPI.
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str | None = None
     content: str
-    role: Literal["user", "assistant", "system"]
+    role: str | None = Field(None, json_schema_extra={"enum": [*sorted(validation.ROLES)]})
     timestamp: int | None = None
 
 
@@ -133,10 +134,12 @@ class ChatRequest(BaseModel):
     system_prompt)."""
 
     model_config = ConfigDict(extra="ignore")
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    messages: list[ChatMessageIn] = Field(json_schema_extra={"minItems": 1})
     model: str | None = None
-    temperature: float = Field(0.7, ge=0, le=2)
-    max_tokens: int = Field(2048, ge=1, le=4096)
+    temperature: float = Field(chat.DEFAULT_TEMPERATURE, json_schema_extra={
+        "minimum": chat.TEMPERATURE_RANGE[0], "maximum": chat.TEMPERATURE_RANGE[1]})
+    max_tokens: int = Field(chat.DEFAULT_MAX_TOKENS, json_schema_extra={
+        "minimum": chat.MAX_TOKENS_RANGE[0], "maximum": chat.MAX_TOKENS_RANGE[1]})
     stream: bool = False
     conversation_id: str | None = None
     request_id: str | None = None
@@ -270,7 +273,7 @@ router = APIRouter()
 async def root() -> dict[str, Any]:
     return {
         "name": "AI Chat Studio API",
-        "version": API_VERSION,
+        "version": VERSION,
         "status": "running",
         "endpoints": {
             "auth": "/api/auth",

@@ -90,19 +90,17 @@ def chat_params(data: dict[str, Any]) -> chat.ChatParams:
     messages: list[chat.ChatMessageInput] = []
     for item in raw_messages:
         if not isinstance(item, dict) or not isinstance(item.get("content"), str) \
-                or not isinstance(item.get("role", "user"), str):
+                or not isinstance(item.get("role"), str | None):
             raise BadInput("messages must be objects with role and content", field="messages")
-        messages.append(chat.ChatMessageInput(role=item.get("role", "user"),
-                                              content=item["content"]))
-    if content is not None:
+        # A missing role stays missing: resolvers/chat/params.py refuses it on every face.
+        messages.append(chat.ChatMessageInput(role=item.get("role"), content=item["content"]))
+    if content is not None:  # the guide's shorthand: `content` is the user's message
         messages.append(chat.ChatMessageInput(role="user", content=content))
-    if not messages or not messages[-1].content.strip():
-        raise BadInput("content is required", field="content")
     return chat.ChatParams(
         messages=messages,
         model=_field(data, "model", str),
-        temperature=float(_field(data, "temperature", (int, float), 0.7)),
-        max_tokens=_field(data, "max_tokens", int, 2048),
+        temperature=float(_field(data, "temperature", (int, float), chat.DEFAULT_TEMPERATURE)),
+        max_tokens=_field(data, "max_tokens", int, chat.DEFAULT_MAX_TOKENS),
         conversation_id=_field(data, "conversation_id", str),
         request_id=_field(data, "request_id", str),
         system_prompt=_field(data, "system_prompt", str),

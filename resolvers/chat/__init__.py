@@ -17,10 +17,10 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from models import User
-from resolvers import conversations, stats, validation
+from resolvers import conversations, stats
 from resolvers.chat.events import (
     COMPLETE,
     ERROR,
@@ -33,6 +33,15 @@ from resolvers.chat.events import (
     from_log,
 )
 from resolvers.chat.limits import ChatLimits, check_chat_allowed
+from resolvers.chat.params import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TEMPERATURE,
+    MAX_TOKENS_RANGE,
+    TEMPERATURE_RANGE,
+    ChatMessageInput,
+    ChatParams,
+    validated,
+)
 from resolvers.kit import metrics
 from resolvers.kit.broker import Broker, ReplyExists
 from resolvers.kit.clock import now_ms
@@ -44,7 +53,6 @@ from resolvers.kit.errors import (
     NotFound,
     ProviderFailed,
     ProviderTimeout,
-    ValidationFailed,
 )
 from resolvers.kit.ratelimit import RateLimiter
 from resolvers.llm.base import (
@@ -52,37 +60,21 @@ from resolvers.llm.base import (
     Finished,
     GenerationRequest,
     ModelInfo,
+    Provider,
     ProviderError,
+    Role,
     StopSignal,
     TextChunk,
 )
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
 
+__all__ = [
+    "DEFAULT_MAX_TOKENS", "DEFAULT_TEMPERATURE", "MAX_TOKENS_RANGE", "TEMPERATURE_RANGE",
+    "Chat", "ChatMessageInput", "ChatParams", "ChatResult", "ReplyHandle", "error_of",
+    "reply_key",
+]
+
 log = logging.getLogger("chat_studio.chat")
-
-TEMPERATURE_RANGE = (0.0, 2.0)
-MAX_TOKENS_RANGE = (1, 4096)
-MESSAGES_MAX = 1_000
-
-
-@dataclass(slots=True)
-class ChatMessageInput:
-    role: str
-    content: str
-    id: str | None = None
-    timestamp: int | None = None
-
-
-@dataclass(slots=True)
-class ChatParams:
-    messages: list[ChatMessageInput]
-    model: str | None = None
-    temperature: float = 0.7
-    max_tokens: int = 2048
-    conversation_id: str | None = None
-    request_id: str | None = None  # the client's id; echoed on every event of the reply
-    system_prompt: str | None = None
-
 
 @dataclass(slots=True)
 class ReplyHandle:
@@ -113,31 +105,6 @@ def reply_key(user_id: str, request_id: str) -> str:
 
 def stop_channel(key: str) -> str:
     return f"reply-stop:{key}"
-
-
-def _validated(params: ChatParams) -> ChatParams:
-    if not params.messages:
-        raise ValidationFailed("messages must hold at least one message", field="messages")
-    if len(params.messages) > MESSAGES_MAX:
-        raise ValidationFailed(f"at most {MESSAGES_MAX} messages per request", field="messages")
-    for message in params.messages:
-        validation.role(message.role)
-        validation.bounded_text(message.content, field="content",
-                                limit=validation.MESSAGE_CONTENT_MAX)
-    low, high = TEMPERATURE_RANGE
-    if not low <= params.temperature <= high:
-        raise ValidationFailed("temperature must be between 0 and 2", field="temperature")
-    lo, hi = MAX_TOKENS_RANGE
-    if not lo <= params.max_tokens <= hi:
-        raise ValidationFailed("max_tokens must be between 1 and 4096", field="max_tokens")
-    if params.request_id is not None:
-        validation.identifier(params.request_id, field="request_id")
-    if params.conversation_id is not None:
-        validation.identifier(params.conversation_id, field="conversation_id")
-    if params.system_prompt is not None:
-        validation.bounded_text(params.system_prompt, field="system_prompt",
-                                limit=validation.SYSTEM_PROMPT_MAX)
-    return params
 
 
 def _observe_usage(model: str, prompt_tokens: int, completion_tokens: int,
@@ -180,7 +147,7 @@ class Chat:
         _provider, model = await self._resolve(None)
         return model
 
-    async def _resolve(self, model: str | None) -> tuple[Any, str]:
+    async def _resolve(self, model: str | None) -> tuple[Provider, str]:
         try:
             return await self.registry.resolve(model)
         except UnknownModel as exc:
@@ -195,13 +162,14 @@ class Chat:
 
         Returns at once; the reply's events are read with `events()`.
         """
-        params = _validated(params)
+        params = validated(params)
         # limits: requests per minute and the daily token quota (every transport).
         await check_chat_allowed(self.db, actor, limiter=self.limiter, limits=self.limits)
         provider, model = await self._resolve(params.model)
         request_id = params.request_id or uuid.uuid4().hex
         key = reply_key(actor.id, request_id)
-        history = [ChatMessage(role=m.role, content=m.content)  # type: ignore[arg-type]
+        # validated(): every role is one of llm.base.Role
+        history = [ChatMessage(role=cast(Role, m.role), content=m.content)
                    for m in params.messages]
         system_prompt = params.system_prompt
         if params.conversation_id is not None:
@@ -226,7 +194,7 @@ class Chat:
                 await conversations.append_messages(
                     session, actor, conversation_id=params.conversation_id,
                     messages=[conversations.MessageInput(
-                        content=newest.content, role=newest.role, id=newest.id,
+                        content=newest.content, role=cast(Role, newest.role), id=newest.id,
                         timestamp=newest.timestamp)],
                 )
         request = GenerationRequest(model=model, messages=history,
@@ -241,7 +209,7 @@ class Chat:
         metrics.CHAT_REQUESTS.labels(model=model).inc()  # metrics
         return ReplyHandle(request_id=request_id, model=model, reply_key=key)
 
-    async def _generate(self, actor: User, key: str, request_id: str, provider: Any,
+    async def _generate(self, actor: User, key: str, request_id: str, provider: Provider,
                         request: GenerationRequest, stop: StopSignal,
                         params: ChatParams) -> None:
         parts: list[str] = []

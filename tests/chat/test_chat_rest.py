@@ -243,8 +243,10 @@ async def test_unknown_model_is_400_listing_the_available_ones(user: User,
     {"max_tokens": 0},
     {"max_tokens": 5000},
     {"messages": [{"role": "robot", "content": "hi"}]},
+    {"messages": [{"content": "hi"}]},
+    {"messages": [{"role": "user", "content": " \n\t"}]},
 ], ids=["no-messages", "temperature-3", "temperature-negative", "max-tokens-0",
-        "max-tokens-5000", "bad-role"])
+        "max-tokens-5000", "bad-role", "no-role", "blank-content"])
 async def test_invalid_requests_are_422(user: User, fakes: FakeThread,
                                         change: dict[str, Any]) -> None:
     body = {"messages": ask(), **change}
