@@ -12,7 +12,6 @@ a short session, and replies are read from the broker's reply log.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Iterator, Sequence
@@ -29,7 +28,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET, UnsetType
 
-from resolvers import auth, chat, live, presence
+from resolvers import chat, live, presence
 from resolvers.chat import events
 from resolvers.kit.errors import AppError
 from resolvers.kit.security import bearer_token
@@ -207,46 +206,38 @@ class GraphQLRouter(StrawberryRouter[Context, None]):
             connection_init_wait_timeout=timedelta(seconds=settings.ws_auth_timeout_seconds),
             allowed_origins=settings.allowed_origins, **kwargs,
         )
-        self._watchers: dict[str, asyncio.Task[None]] = {}
+        # The live socket of each open WebSocket, by the context's connection id.
+        self._sockets: dict[str, live.LiveSocket] = {}
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         token = _token_of(context.connection_params)
         if token is None:
             raise ConnectionRejectionError({"message": "Authentication required: "
                                             "connection_init payload {\"token\": \"...\"}"})
-        services = context.services
+        socket = self._sockets[context.connection_id]
         try:
-            async with services.db.session() as session:  # short: released before streaming
-                user = await auth.authenticate(session, services.security, token)
+            user = await socket.authenticate(token)
         except AppError as exc:
             raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
         context.authenticated(user, token)
-        self._watchers[context.connection_id] = asyncio.create_task(
-            self._close_when_revoked(context, token), name="graphql-ws live auth")
         return UNSET
-
-    async def _close_when_revoked(self, context: Context, token: str) -> None:
-        services = context.services
-        reason = await live.wait_until_revoked(services.broker, services.db,
-                                                     services.security, token)
-        websocket = context.connection
-        if isinstance(websocket, WebSocket) and \
-                websocket.application_state == WebSocketState.CONNECTED:
-            log.info("closing a GraphQL WebSocket: token %s", reason)
-            with contextlib.suppress(RuntimeError, OSError):
-                await websocket.close(code=CLOSE_UNAUTHORIZED, reason=f"token {reason}")
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         if not self.is_websocket_request(request) or not isinstance(context, Context):
             return await super().run(request, context=context, root_value=root_value)
-        broker = context.services.broker
-        await broker.connections_add(1)
-        try:
-            return await super().run(request, context=context, root_value=root_value)
-        finally:
-            watcher = self._watchers.pop(context.connection_id, None)
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watcher
-            await broker.connections_add(-1)
+
+        async def close_revoked(reason: str) -> None:
+            websocket = context.connection
+            if isinstance(websocket, WebSocket) and \
+                    websocket.application_state == WebSocketState.CONNECTED:
+                with contextlib.suppress(RuntimeError, OSError):
+                    await websocket.close(code=CLOSE_UNAUTHORIZED, reason=f"token {reason}")
+
+        # Counting, authentication and live authorization: resolvers/live.py, shared with
+        # /ws. This face keeps the close code.
+        async with live.session(context.services, on_revoked=close_revoked) as socket:
+            self._sockets[context.connection_id] = socket
+            try:
+                return await super().run(request, context=context, root_value=root_value)
+            finally:
+                del self._sockets[context.connection_id]
