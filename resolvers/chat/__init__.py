@@ -76,6 +76,7 @@ __all__ = [
 
 log = logging.getLogger("chat_studio.chat")
 
+
 @dataclass(slots=True)
 class ReplyHandle:
     request_id: str
