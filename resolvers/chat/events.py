@@ -41,8 +41,8 @@ class _Event:
     request_id: str
 
     def to_log(self) -> dict[str, Any]:
-        data = {"type": self.type}
-        data.update((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
+        data: dict[str, Any] = {"type": self.type}
+        data.update((name, getattr(self, name)) for name in _FIELDS[type(self)])
         return data
 
     def to_wire(self) -> dict[str, Any]:
@@ -58,6 +58,7 @@ class _Event:
 
 _E = TypeVar("_E", bound=type[_Event])
 _REGISTRY: dict[str, type[_Event]] = {}
+_FIELDS: dict[type[_Event], tuple[str, ...]] = {}  # each class's fields, looked up once
 
 
 def event(cls: _E) -> _E:
@@ -65,6 +66,7 @@ def event(cls: _E) -> _E:
     if cls.type in _REGISTRY:
         raise ValueError(f"event type {cls.type!r} is registered twice")
     _REGISTRY[cls.type] = cls
+    _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
     return cls
 
 
@@ -120,7 +122,7 @@ def from_log(data: dict[str, Any]) -> ReplyEvent:
     cls = _REGISTRY.get(str(data.get("type")))
     if cls is None:
         raise UnknownEvent(f"unknown reply event type {data.get('type')!r}")
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = _FIELDS[cls]
     try:
         decoded = cls(**{key: value for key, value in data.items() if key in known})
     except TypeError as exc:  # a required field is missing
