@@ -16,14 +16,14 @@ from starlette.requests import HTTPConnection
 
 from models import Conversation as ConversationRow
 from models import User
-from resolvers import auth, chat, conversations, stats
+from resolvers import auth, chat, conversations, stats, validation
+from resolvers.chat.events import ChatError, ReplyEvent
 from resolvers.health import check as health_check
 from resolvers.kit import metrics, ratelimit
 from resolvers.kit.clock import as_utc
 from resolvers.kit.errors import AppError, Unauthenticated, ValidationFailed
+from resolvers.kit.version import VERSION
 from resolvers.services import Services
-
-API_VERSION = "2.0.0"
 
 # ---------------------------------------------------------------- request/response shapes
 
@@ -119,11 +119,13 @@ class MessageOnly(BaseModel):
     message: str
 
 
+# Chat's rules (roles, ranges, blank content) are checked by resolvers/chat/params.py for
+# every face; these shapes only type the JSON and show the rules in OpenAPI.
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str | None = None
     content: str
-    role: Literal["user", "assistant", "system"]
+    role: str | None = Field(None, json_schema_extra={"enum": [*sorted(validation.ROLES)]})
     timestamp: int | None = None
 
 
@@ -132,10 +134,12 @@ class ChatRequest(BaseModel):
     system_prompt)."""
 
     model_config = ConfigDict(extra="ignore")
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    messages: list[ChatMessageIn] = Field(json_schema_extra={"minItems": 1})
     model: str | None = None
-    temperature: float = Field(0.7, ge=0, le=2)
-    max_tokens: int = Field(2048, ge=1, le=4096)
+    temperature: float = Field(chat.DEFAULT_TEMPERATURE, json_schema_extra={
+        "minimum": chat.TEMPERATURE_RANGE[0], "maximum": chat.TEMPERATURE_RANGE[1]})
+    max_tokens: int = Field(chat.DEFAULT_MAX_TOKENS, json_schema_extra={
+        "minimum": chat.MAX_TOKENS_RANGE[0], "maximum": chat.MAX_TOKENS_RANGE[1]})
     stream: bool = False
     conversation_id: str | None = None
     request_id: str | None = None
@@ -269,7 +273,7 @@ router = APIRouter()
 async def root() -> dict[str, Any]:
     return {
         "name": "AI Chat Studio API",
-        "version": API_VERSION,
+        "version": VERSION,
         "status": "running",
         "endpoints": {
             "auth": "/api/auth",
@@ -436,8 +440,11 @@ def chat_params(body: ChatRequest) -> chat.ChatParams:
     )
 
 
-def sse(seq: int, event: dict[str, Any]) -> bytes:
-    return f"id: {seq}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+def sse(seq: int, event: ReplyEvent) -> bytes:
+    """One reply event on the SSE stream: its place in the reply as `id:`, the documented
+    JSON as `data:` (internal fields never reach a client)."""
+    data = json.dumps(event.to_wire(), ensure_ascii=False)
+    return f"id: {seq}\ndata: {data}\n\n".encode()
 
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -454,7 +461,7 @@ async def event_stream(services: Services, user: User, request_id: str,
         # The client already has the whole reply (an EventSource reconnects after the end,
         # sending the terminal event's id); 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204)
-    if first["type"] == "error" and after == 0:
+    if isinstance(first, ChatError) and after == 0:
         await events.aclose()
         return error_response(chat.error_of(first))
 

@@ -12,7 +12,8 @@ interleave, each event carrying its `request_id` and `seq`.
     → {"type":"stop","request_id":"r1"}       → {"type":"resume","request_id":"r1","after":3}
     → {"type":"join","conversation_id":"conv_1"}   ← {"type":"joined","conversation_id":…}
     → {"type":"typing"}                       (the user's other sockets in that conversation
-                                               get {"type":"user_typing",…})
+                                               get {"type":"user_typing",…}; a socket in no
+                                               conversation reaches the others in none)
 Close codes: 4401 unauthenticated (timeout, bad or expired token, logout everywhere, account
 deleted), 4403 the token belongs to another user than the path's.
 """
@@ -30,9 +31,10 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from models import User
-from resolvers import auth, chat, live, presence, validation
+from resolvers import chat, live, presence, validation
+from resolvers.chat.events import ReplyEvent
 from resolvers.kit.clock import now_ms
-from resolvers.kit.errors import AppError, BadInput, ProviderTimeout
+from resolvers.kit.errors import AppError, BadInput, Forbidden, ProviderTimeout
 from resolvers.services import Services
 
 log = logging.getLogger("chat_studio.ws")
@@ -64,6 +66,11 @@ def error(code: str, message: str, request_id: str | None = None) -> dict[str, A
     return event
 
 
+def ws_frame(seq: int, event: ReplyEvent) -> dict[str, Any]:
+    """A reply event as a /ws frame: the documented JSON plus its place in the reply."""
+    return {**event.to_wire(), "seq": seq}
+
+
 def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...],
            default: Any = None) -> Any:
     value = data.get(name, default)
@@ -84,19 +91,17 @@ def chat_params(data: dict[str, Any]) -> chat.ChatParams:
     messages: list[chat.ChatMessageInput] = []
     for item in raw_messages:
         if not isinstance(item, dict) or not isinstance(item.get("content"), str) \
-                or not isinstance(item.get("role", "user"), str):
+                or not isinstance(item.get("role"), str | None):
             raise BadInput("messages must be objects with role and content", field="messages")
-        messages.append(chat.ChatMessageInput(role=item.get("role", "user"),
-                                              content=item["content"]))
-    if content is not None:
+        # A missing role stays missing: resolvers/chat/params.py refuses it on every face.
+        messages.append(chat.ChatMessageInput(role=item.get("role"), content=item["content"]))
+    if content is not None:  # the guide's shorthand: `content` is the user's message
         messages.append(chat.ChatMessageInput(role="user", content=content))
-    if not messages or not messages[-1].content.strip():
-        raise BadInput("content is required", field="content")
     return chat.ChatParams(
         messages=messages,
         model=_field(data, "model", str),
-        temperature=float(_field(data, "temperature", (int, float), 0.7)),
-        max_tokens=_field(data, "max_tokens", int, 2048),
+        temperature=float(_field(data, "temperature", (int, float), chat.DEFAULT_TEMPERATURE)),
+        max_tokens=_field(data, "max_tokens", int, chat.DEFAULT_MAX_TOKENS),
         conversation_id=_field(data, "conversation_id", str),
         request_id=_field(data, "request_id", str),
         system_prompt=_field(data, "system_prompt", str),
@@ -114,9 +119,12 @@ class Connection:
         self.user: User | None = None
         self.connection_id = uuid.uuid4().hex
         self.conversations: dict[str, asyncio.Task[None]] = {}  # joined → typing listener
+        # While the socket has named no conversation: the guide's bare typing of the user's
+        # other sockets that named none either.
+        self.bare_typing: asyncio.Task[None] | None = None
         self.pending_joins: list[str] = []  # named before authentication
         self.readers: set[asyncio.Task[None]] = set()
-        self.watcher: asyncio.Task[None] | None = None
+        self.live: live.LiveSocket | None = None
         self.send_lock = asyncio.Lock()
         self.closed = False
 
@@ -142,59 +150,57 @@ class Connection:
     # --- lifecycle ---
     async def serve(self) -> None:
         await self.ws.accept()
-        broker = self.services.broker
-        await broker.connections_add(1)
-        deadline = asyncio.create_task(self._auth_deadline())
-        try:
-            joins = self.ws.query_params.getlist("conversation_id")
-            self.pending_joins = [cid for cid in joins if cid]
-            token = self.ws.query_params.get("token")
-            if token and not await self.authenticate(token):
-                return
-            await self.receive_loop()
-        finally:
-            self.closed = True
-            tasks = [deadline, *self.readers, *self.conversations.values()]
-            if self.watcher is not None:
-                tasks.append(self.watcher)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await broker.connections_add(-1)
+        # Counting, authentication and live authorization: resolvers/live.py, shared with
+        # GraphQL's WebSocket. This face keeps the frames and the close codes.
+        async with live.session(self.services, on_revoked=self._revoked) as socket:
+            self.live = socket
+            deadline = asyncio.create_task(self._auth_deadline())
+            try:
+                joins = self.ws.query_params.getlist("conversation_id")
+                self.pending_joins = [cid for cid in joins if cid]
+                token = self.ws.query_params.get("token")
+                if token and not await self.authenticate(token):
+                    return
+                await self.receive_loop()
+            finally:
+                self.closed = True
+                tasks = [deadline, *self.readers, *self.conversations.values()]
+                if self.bare_typing is not None:
+                    tasks.append(self.bare_typing)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _auth_deadline(self) -> None:
         await asyncio.sleep(self.settings.ws_auth_timeout_seconds)
         if self.user is None:
             await self.close(CLOSE_UNAUTHENTICATED, "authentication timeout")
 
-    async def _close_when_revoked(self, token: str) -> None:
-        services = self.services
-        reason = await live.wait_until_revoked(services.broker, services.db,
-                                                     services.security, token)
+    async def _revoked(self, reason: str) -> None:
         await self.send(error("unauthenticated", f"Token {reason}"))
         await self.close(CLOSE_UNAUTHENTICATED, f"token {reason}")
 
     async def authenticate(self, token: str) -> bool:
+        assert self.live is not None
         try:
-            async with self.services.db.session() as session:  # short: sockets hold none
-                user = await auth.authenticate(session, self.services.security, token)
+            user = await self.live.authenticate(token, user_id=self.path_user_id)
+        except Forbidden as exc:
+            await self.close(CLOSE_FORBIDDEN, exc.message)
+            return False
         except AppError as exc:
             await self.send(error("unauthenticated", exc.message))
             await self.close(CLOSE_UNAUTHENTICATED, exc.message)
             return False
-        if user.id != self.path_user_id:
-            await self.close(CLOSE_FORBIDDEN, "the token belongs to another user")
-            return False
+        first = self.user is None
         self.user = user
-        if self.watcher is not None:  # re-authentication (a refreshed token)
-            self.watcher.cancel()
-        self.watcher = asyncio.create_task(self._close_when_revoked(token))
         joins, self.pending_joins = self.pending_joins, []
         for conversation_id in joins:
             try:
                 await self.join(conversation_id)
             except AppError as exc:
                 await self.send(error(error_code(exc), exc.message))
+        if first and not self.conversations:
+            await self._listen_bare_typing(user)
         return True
 
     async def receive_loop(self) -> None:
@@ -285,14 +291,15 @@ class Connection:
         await self.send({"type": "joined", "conversation_id": conversation_id})
 
     async def on_typing(self, user: User, data: dict[str, Any]) -> None:
+        """Typing goes to the user's other sockets in the conversation it names; without one,
+        to the conversations this socket is in; in none (the guide's bare `{"type":"typing"}`),
+        to the user's other sockets that named no conversation either."""
         conversation_id = _field(data, "conversation_id", str)
         if conversation_id is not None:
             await self.join(conversation_id)
-        targets = [conversation_id] if conversation_id is not None else list(self.conversations)
-        if not targets:
-            raise BadInput("typing needs a conversation_id (or join a conversation first)",
-                           field="conversation_id")
-        for target in targets:
+        targets: list[str | None] = (
+            [conversation_id] if conversation_id is not None else [*self.conversations])
+        for target in targets or [None]:
             await presence.publish_typing(self.services.broker, user, conversation_id=target,
                                           connection_id=self.connection_id)
 
@@ -306,7 +313,7 @@ class Connection:
         """Send a reply's events from the reply log; the reply itself runs on regardless."""
         try:
             async for seq, event in self.services.chat.events(user, request_id, after=after):
-                await self.send({**event, "seq": seq})
+                await self.send(ws_frame(seq, event))
         except AppError as exc:
             await self.send(error(error_code(exc), exc.message, request_id))
         except Exception:
@@ -325,13 +332,23 @@ class Connection:
         await subscription.ready()  # live before we answer: nothing typed later is missed
         self.conversations[conversation_id] = asyncio.create_task(
             self._forward_typing(subscription))
+        if self.bare_typing is not None:  # it has named a conversation now
+            self.bare_typing.cancel()
+            self.bare_typing = None
+
+    async def _listen_bare_typing(self, user: User) -> None:
+        subscription = presence.subscribe_typing(self.services.broker, user,
+                                                 conversation_id=None)
+        await subscription.ready()
+        self.bare_typing = asyncio.create_task(self._forward_typing(subscription))
 
     async def _forward_typing(self, subscription: Any) -> None:
         try:
             async for event in presence.others(subscription, self.connection_id):
-                await self.send({"type": "user_typing", "user_id": event["user_id"],
-                                 "conversation_id": event["conversation_id"],
-                                 "timestamp": event["timestamp"]})
+                frame = {"type": "user_typing", "user_id": event["user_id"]}
+                if event.get("conversation_id") is not None:
+                    frame["conversation_id"] = event["conversation_id"]
+                await self.send({**frame, "timestamp": event["timestamp"]})
         finally:
             await subscription.aclose()
 

@@ -21,6 +21,7 @@ from resolvers.assembly import running_services
 from resolvers.kit import metrics
 from resolvers.kit.logging import configure_logging, init_sentry
 from resolvers.kit.settings import Settings
+from resolvers.kit.version import VERSION
 from schema import build_schema
 from schema.http import GraphQLRouter
 from schema.protection import Limits
@@ -31,7 +32,7 @@ log = logging.getLogger("chat_studio.server")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings)
-    init_sentry(settings, version=compat_rest.API_VERSION)
+    init_sentry(settings, version=VERSION)
     if settings.workers > 1 and not metrics.MULTIPROCESS:
         log.warning("WORKERS=%d without PROMETHEUS_MULTIPROC_DIR: /metrics shows only the "
                     "worker that answers the scrape", settings.workers)
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="AI Chat Studio API",
-        version=compat_rest.API_VERSION,
+        version=VERSION,
         description="The documented REST contract. GraphQL (with GraphiQL) is at /graphql.",
         lifespan=lifespan,
     )

@@ -280,28 +280,6 @@ async def append_messages(
     return list(stored.all())
 
 
-async def update_message(
-    session: AsyncSession, actor: User, *, conversation_id: str, message_id: str,
-    content: str, tokens: int | None, model: str | None, status: str | None,
-) -> None:
-    """Rewrite one message (a streaming reply's final content and status)."""
-    conversation = await _owned(session, actor, conversation_id)
-    row = (
-        await session.exec(
-            select(Message).where(
-                Message.conversation_pk == conversation.pk, Message.id == message_id
-            )
-        )
-    ).first()
-    if row is None:
-        raise NotFound("Message not found")
-    row.content, row.tokens, row.model, row.status = content, tokens, model, status
-    session.add(row)
-    conversation.updated_at = max(now_ms(), conversation.updated_at + 1)
-    session.add(conversation)
-    await session.commit()
-
-
 def cursor_of(conversation: Conversation) -> str:
     raw = f"{conversation.updated_at}:{conversation.pk}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

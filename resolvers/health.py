@@ -8,9 +8,9 @@ from datetime import datetime
 
 from resolvers import auth, conversations
 from resolvers.kit.clock import utcnow
+from resolvers.kit.version import VERSION
 from resolvers.services import Services
 
-VERSION = "2.0.0"
 log = logging.getLogger("chat_studio.health")
 
 

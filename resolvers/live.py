@@ -1,29 +1,39 @@
-"""Live authorization for long-lived connections (WebSockets, GraphQL subscriptions).
+"""The lifecycle of long-lived connections (/ws and GraphQL over WebSocket), written once.
 
-A socket is authorized once, when it connects; these helpers keep that decision true for its
-whole life. It must close when its access token expires, when its user logs out everywhere,
-or when the user is deleted. The last two are announced on the broker (channel
-`user-revoked:<user_id>`) after the change is committed, so sockets on every worker hear it.
+Both WebSocket faces open one `session()` per socket:
 
-    reason = await live.wait_until_revoked(broker, db, security, token)
-    # -> "expired" | "logout" | "deleted" | "revoked": close the socket (4401)
+    async with live.session(services, on_revoked=close_4401) as socket:
+        user = await socket.authenticate(token, user_id=path_user_id)  # AppError if not
+        ...  # the protocol: frames, close codes
+
+It counts the connection for /health (every worker, through the broker) for exactly as long
+as the block runs, authenticates with a short database session of its own (a socket holds
+none while it lives), and keeps that decision true for the socket's whole life: when the
+access token expires, the user logs out everywhere or is deleted, `on_revoked(reason)` is
+called once so that the face closes the socket its own way. Logouts and deletions are
+announced on the broker (channel `user-revoked:<user_id>`) after the change is committed, so
+sockets on every worker hear them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from resolvers import auth
 from resolvers.auth import revocation_channel
-from resolvers.kit.errors import AppError
+from resolvers.kit.errors import AppError, Forbidden
 
 if TYPE_CHECKING:
+    from models import User
     from resolvers.kit.broker import Broker
     from resolvers.kit.db import Database
     from resolvers.kit.security import Security
+    from resolvers.services import Services
 
 log = logging.getLogger("chat_studio.revocation")
 
@@ -64,3 +74,64 @@ async def wait_until_revoked(broker: Broker, db: Database, security: Security,
         except TimeoutError:
             return EXPIRED
     return REVOKED  # the broker closed (server shutting down)
+
+
+OnRevoked = Callable[[str], Awaitable[None]]
+
+
+class LiveSocket:
+    """One long-lived connection: who it is, and the watcher that ends it when that stops
+    being true. Made by `session()`."""
+
+    def __init__(self, services: Services, on_revoked: OnRevoked) -> None:
+        self._services = services
+        self._on_revoked = on_revoked
+        self._watcher: asyncio.Task[None] | None = None
+        self.user: User | None = None
+        self.token: str | None = None
+
+    async def authenticate(self, token: str | None, *, user_id: str | None = None) -> User:
+        """The token's user, checked with a short session; Unauthenticated (or UserGone) when
+        the token is not valid, Forbidden when it belongs to another user than `user_id`.
+
+        May be called again on the same socket (a refreshed token): the new token's watcher
+        replaces the old one.
+        """
+        services = self._services
+        async with services.db.session() as session:  # short: sockets hold none
+            user = await auth.authenticate(session, services.security, token)
+        if user_id is not None and user.id != user_id:
+            raise Forbidden("the token belongs to another user")
+        assert token is not None  # auth.authenticate refuses a missing token
+        self.user, self.token = user, token
+        await self._stop_watching()
+        self._watcher = asyncio.create_task(self._watch(token), name="live authorization")
+        return user
+
+    async def _watch(self, token: str) -> None:
+        services = self._services
+        reason = await wait_until_revoked(services.broker, services.db, services.security,
+                                          token)
+        log.info("closing a live socket: token %s", reason)
+        await self._on_revoked(reason)
+
+    async def _stop_watching(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
+            # A broker outage in the watcher must not fail the socket's teardown.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
+
+
+@contextlib.asynccontextmanager
+async def session(services: Services, *, on_revoked: OnRevoked) -> AsyncIterator[LiveSocket]:
+    """One socket's life: counted for /health while the block runs, authenticated by
+    `socket.authenticate()`, closed through `on_revoked(reason)` when its rights end."""
+    await services.broker.connections_add(1)
+    socket = LiveSocket(services, on_revoked)
+    try:
+        yield socket
+    finally:
+        await socket._stop_watching()
+        await services.broker.connections_add(-1)

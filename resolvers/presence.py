@@ -19,23 +19,32 @@ if TYPE_CHECKING:
     from resolvers.kit.broker import Broker, Subscription
 
 
-def typing_channel(user_id: str, conversation_id: str) -> str:
+def typing_channel(user_id: str, conversation_id: str | None) -> str:
+    if conversation_id is None:  # the connections that named no conversation
+        return f"typing:{user_id}"
     return f"typing:{user_id}:{conversation_id}"
 
 
-async def publish_typing(broker: Broker, actor: User, *, conversation_id: str,
+async def publish_typing(broker: Broker, actor: User, *, conversation_id: str | None,
                          connection_id: str) -> dict[str, Any]:
-    """Tell the actor's other connections in the conversation that they are typing."""
-    validation.identifier(conversation_id, field="conversation_id")
-    event = {"type": "user_typing", "user_id": actor.id, "conversation_id": conversation_id,
-             "timestamp": now_ms(), "connection_id": connection_id}
+    """Tell the actor's other connections in the conversation that they are typing; with no
+    conversation, the actor's other connections that are in none either (the guide's bare
+    `{"type":"typing"}`)."""
+    event: dict[str, Any] = {"type": "user_typing", "user_id": actor.id,
+                             "timestamp": now_ms(), "connection_id": connection_id}
+    if conversation_id is not None:
+        event["conversation_id"] = validation.identifier(conversation_id,
+                                                         field="conversation_id")
     await broker.publish(typing_channel(actor.id, conversation_id), event)
     return event
 
 
-def subscribe_typing(broker: Broker, actor: User, *, conversation_id: str) -> Subscription:
-    """The raw subscription (enter it with `async with`); filter with `others()`."""
-    validation.identifier(conversation_id, field="conversation_id")
+def subscribe_typing(broker: Broker, actor: User, *,
+                     conversation_id: str | None) -> Subscription:
+    """The raw subscription (enter it with `async with`); filter with `others()`.
+    `conversation_id=None`: typing of the actor's connections that are in no conversation."""
+    if conversation_id is not None:
+        validation.identifier(conversation_id, field="conversation_id")
     return broker.subscribe(typing_channel(actor.id, conversation_id))
 
 

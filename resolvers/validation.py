@@ -69,7 +69,9 @@ def bounded_text(value: str, *, field: str, limit: int, allow_empty: bool = True
     return value
 
 
-def role(value: str) -> str:
+def role(value: str | None) -> str:
+    if value is None:
+        raise ValidationFailed("role is required: user, assistant or system", field="role")
     if value not in ROLES:
         raise ValidationFailed("role must be one of: user, assistant, system", field="role")
     return value

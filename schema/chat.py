@@ -30,8 +30,8 @@ class ChatMessageInput:
 class ChatInput:
     messages: list[ChatMessageInput]
     model: str | None = None
-    temperature: float = 0.7
-    max_tokens: int = 2048
+    temperature: float = chat.DEFAULT_TEMPERATURE
+    max_tokens: int = chat.DEFAULT_MAX_TOKENS
     conversation_id: strawberry.ID | None = strawberry.field(
         default=None,
         description="Keep the user's message and the reply in this conversation (server-side)",

@@ -12,7 +12,6 @@ a short session, and replies are read from the broker's reply log.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Iterator, Sequence
@@ -29,7 +28,8 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET, UnsetType
 
-from resolvers import auth, chat, live, presence
+from resolvers import chat, live, presence
+from resolvers.chat import events
 from resolvers.kit.errors import AppError
 from resolvers.kit.security import bearer_token
 from resolvers.kit.settings import Settings
@@ -83,19 +83,21 @@ class TypingEvent:
     timestamp: Timestamp
 
 
-def chat_event(seq: int, event: dict[str, Any]) -> ChatChunk | ChatComplete | ChatError:
-    request_id = strawberry.ID(str(event.get("request_id", "")))
-    if event["type"] == "chat_chunk":
-        return ChatChunk(content=str(event["content"]), seq=seq, request_id=request_id)
-    if event["type"] == "chat_complete":
-        message_id = event.get("message_id")
-        return ChatComplete(
-            tokens=int(event.get("tokens", 0)), model=str(event.get("model", "")),
-            request_id=request_id, finish_reason=str(event.get("finish_reason", "stop")),
-            message_id=strawberry.ID(str(message_id)) if message_id else None, seq=seq)
-    error = chat.error_of(event)
-    return ChatError(code=error.code, message=str(event.get("message") or error.message),
-                     request_id=request_id)
+def chat_event(seq: int, event: events.ReplyEvent) -> ChatChunk | ChatComplete | ChatError:
+    """A reply event as GraphQL's ChatEvent (only the fields the schema documents)."""
+    request_id = strawberry.ID(event.request_id)
+    match event:
+        case events.ChatChunk():
+            return ChatChunk(content=event.content, seq=seq, request_id=request_id)
+        case events.ChatComplete():
+            return ChatComplete(
+                tokens=event.tokens, model=event.model, request_id=request_id,
+                finish_reason=event.finish_reason, seq=seq,
+                message_id=strawberry.ID(event.message_id) if event.message_id else None)
+        case events.ChatError():
+            error = chat.error_of(event)
+            return ChatError(code=error.code, message=event.message or error.message,
+                             request_id=request_id)
 
 
 # ---------------------------------------------------------------- fields
@@ -204,46 +206,38 @@ class GraphQLRouter(StrawberryRouter[Context, None]):
             connection_init_wait_timeout=timedelta(seconds=settings.ws_auth_timeout_seconds),
             allowed_origins=settings.allowed_origins, **kwargs,
         )
-        self._watchers: dict[str, asyncio.Task[None]] = {}
+        # The live socket of each open WebSocket, by the context's connection id.
+        self._sockets: dict[str, live.LiveSocket] = {}
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         token = _token_of(context.connection_params)
         if token is None:
             raise ConnectionRejectionError({"message": "Authentication required: "
                                             "connection_init payload {\"token\": \"...\"}"})
-        services = context.services
+        socket = self._sockets[context.connection_id]
         try:
-            async with services.db.session() as session:  # short: released before streaming
-                user = await auth.authenticate(session, services.security, token)
+            user = await socket.authenticate(token)
         except AppError as exc:
             raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
         context.authenticated(user, token)
-        self._watchers[context.connection_id] = asyncio.create_task(
-            self._close_when_revoked(context, token), name="graphql-ws live auth")
         return UNSET
-
-    async def _close_when_revoked(self, context: Context, token: str) -> None:
-        services = context.services
-        reason = await live.wait_until_revoked(services.broker, services.db,
-                                                     services.security, token)
-        websocket = context.connection
-        if isinstance(websocket, WebSocket) and \
-                websocket.application_state == WebSocketState.CONNECTED:
-            log.info("closing a GraphQL WebSocket: token %s", reason)
-            with contextlib.suppress(RuntimeError, OSError):
-                await websocket.close(code=CLOSE_UNAUTHORIZED, reason=f"token {reason}")
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         if not self.is_websocket_request(request) or not isinstance(context, Context):
             return await super().run(request, context=context, root_value=root_value)
-        broker = context.services.broker
-        await broker.connections_add(1)
-        try:
-            return await super().run(request, context=context, root_value=root_value)
-        finally:
-            watcher = self._watchers.pop(context.connection_id, None)
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watcher
-            await broker.connections_add(-1)
+
+        async def close_revoked(reason: str) -> None:
+            websocket = context.connection
+            if isinstance(websocket, WebSocket) and \
+                    websocket.application_state == WebSocketState.CONNECTED:
+                with contextlib.suppress(RuntimeError, OSError):
+                    await websocket.close(code=CLOSE_UNAUTHORIZED, reason=f"token {reason}")
+
+        # Counting, authentication and live authorization: resolvers/live.py, shared with
+        # /ws. This face keeps the close code.
+        async with live.session(context.services, on_revoked=close_revoked) as socket:
+            self._sockets[context.connection_id] = socket
+            try:
+                return await super().run(request, context=context, root_value=root_value)
+            finally:
+                del self._sockets[context.connection_id]

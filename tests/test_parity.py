@@ -1,13 +1,23 @@
-"""One scenario through both faces: GraphQL and REST must give the same answers."""
+"""The same scenarios through every face: REST (+ SSE), /ws and GraphQL (+ subscriptions) must
+give the same answers — conversations, chat, errors for bad input, and ownership."""
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from websockets.asyncio.client import connect
 
-from tests.conftest import bearer
-from tests.graphql.helpers import data_of
+from tests.chat.support import NO_RATE_LIMITS, read_all
+from tests.conftest import LiveServer, bearer, make_settings, register
+from tests.fakes import FakeOpenAI
+from tests.graphql.helpers import data_of, gql
+from tests.realtime.clients import GraphQLWS, recv_json, recv_until, reply, user_id
 
 CREATED_AT = 1_700_000_000_000
 FIRST = [
@@ -112,3 +122,274 @@ async def test_rest_and_graphql_agree(client: httpx.AsyncClient) -> None:
     assert rest["stats"] == {"total_conversations": 1, "total_messages": 3, "total_tokens": 0,
                              "average_messages_per_conversation": 3.0}
     assert rest["deleted"] is True and rest["after"] == []
+
+
+# ================================================================ chat, errors, ownership
+# A live server whose chat talks to a fake OpenAI over real HTTP (OpenAI's streaming format).
+
+MODEL = "gpt-4o-mini"
+CHUNKS = ["Bon", "jour", " 你好", "!"]
+REPLY_TOKENS = 7
+HISTORY = [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "Hi 你好"}]
+FACES = ("rest", "sse", "ws", "graphql", "graphql_ws")
+
+
+@pytest.fixture
+async def fake_llm() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(chunks=list(CHUNKS), completion_tokens=REPLY_TOKENS,
+                          prompt_tokens=11, chunk_delay=0.01) as fake:
+        yield fake  # type: ignore[misc]
+
+
+@pytest.fixture
+def chat_server(tmp_path: Path, database_url: str, fake_llm: FakeOpenAI) -> Iterator[LiveServer]:
+    settings = make_settings(tmp_path, database_url=database_url, openai_api_key="sk-test",
+                             openai_base_url=fake_llm.api_base, openai_models=[MODEL],
+                             default_model=MODEL, **NO_RATE_LIMITS)
+    with LiveServer.running(settings) as server:
+        yield server
+
+
+@pytest.fixture
+async def http(chat_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=chat_server.url, timeout=30) as client:
+        yield client
+
+
+async def new_account(http: httpx.AsyncClient) -> tuple[str, str]:
+    token = (await register(http))["access_token"]
+    return token, await user_id(http, token)
+
+
+async def create_conversation(http: httpx.AsyncClient, token: str, conversation_id: str) -> None:
+    response = await http.post("/api/conversations", headers=bearer(token), json={
+        "id": conversation_id, "title": "Parity", "model": MODEL, "messages": []})
+    assert response.status_code == 200, response.text
+
+
+CHAT_MUTATION = """mutation($i: ChatInput!) {
+  chat(input: $i) { content tokens model finishReason requestId } }"""
+CHAT_STREAM = """subscription($i: ChatInput!) { chatStream(input: $i) {
+  __typename
+  ... on ChatChunk { content requestId }
+  ... on ChatComplete { tokens model finishReason requestId messageId }
+  ... on ChatError { code message requestId } } }"""
+CHAT_EVENTS = """subscription($id: ID!) { chatEvents(requestId: $id, after: 0) {
+  __typename ... on ChatComplete { tokens } } }"""
+
+
+def graphql_input(body: dict[str, Any]) -> dict[str, Any]:
+    """A REST ChatRequest body as GraphQL's ChatInput."""
+    names = {"conversation_id": "conversationId", "request_id": "requestId",
+             "max_tokens": "maxTokens", "system_prompt": "systemPrompt"}
+    return {names.get(key, key): value for key, value in body.items()}
+
+
+async def chat_through(face: str, server: LiveServer, http: httpx.AsyncClient, token: str,
+                       body: dict[str, Any]) -> dict[str, Any]:
+    """One chat request through `face`; the reply as a client sees it, in common terms."""
+    if face == "rest":
+        response = await http.post("/api/chat", json=body, headers=bearer(token))
+        assert response.status_code == 200, response.text
+        data = response.json()
+        return {"content": data["content"], "tokens": data["tokens"], "model": data["model"],
+                "finish_reason": data["finish_reason"], "request_id": data["request_id"]}
+    if face == "sse":
+        async with http.stream("POST", "/api/chat", json={**body, "stream": True},
+                               headers=bearer(token)) as response:
+            assert response.status_code == 200
+            events = [event.data for event in await read_all(response)]
+        *chunks, last = events
+        assert [e["type"] for e in chunks] == ["chat_chunk"] * len(chunks)
+        assert last["type"] == "chat_complete", last
+        return {"content": "".join(e["content"] for e in chunks), "tokens": last["tokens"],
+                "model": last["model"], "finish_reason": last["finish_reason"],
+                "request_id": last["request_id"]}
+    if face == "ws":
+        uid = await user_id(http, token)
+        async with connect(f"{server.ws_url}/ws/{uid}?token={token}") as ws:
+            await ws.send(json.dumps({"type": "chat", **body}))
+            *chunks, last = await reply(ws, body["request_id"])
+        assert last["type"] == "chat_complete", last
+        return {"content": "".join(e["content"] for e in chunks), "tokens": last["tokens"],
+                "model": last["model"], "finish_reason": last["finish_reason"],
+                "request_id": last["request_id"]}
+    if face == "graphql":
+        data = (await data_of(http, CHAT_MUTATION, {"i": graphql_input(body)}, token))["chat"]
+        return {"content": data["content"], "tokens": data["tokens"], "model": data["model"],
+                "finish_reason": data["finishReason"], "request_id": data["requestId"]}
+    assert face == "graphql_ws"
+    async with GraphQLWS.connect(server.ws_url, "graphql-transport-ws") as client:
+        assert (await client.init({"token": token}))["type"] == "connection_ack"
+        await client.subscribe("1", CHAT_STREAM, {"i": graphql_input(body)})
+        *chunks, last = await client.collect("1", "chatStream")
+    assert last["__typename"] == "ChatComplete", last
+    return {"content": "".join(e["content"] for e in chunks), "tokens": last["tokens"],
+            "model": last["model"], "finish_reason": last["finishReason"],
+            "request_id": last["requestId"]}
+
+
+async def stored_messages(face: str, http: httpx.AsyncClient, token: str,
+                          conversation_id: str) -> list[dict[str, Any]]:
+    """The conversation's messages as the face reads them (/ws has no read: REST's)."""
+    if face.startswith("graphql"):
+        query = (f'{{ conversation(id: "{conversation_id}") '
+                 f'{{ messages {{ role content tokens model status }} }} }}')
+        messages: list[dict[str, Any]] = (
+            await data_of(http, query, token=token))["conversation"]["messages"]
+        return messages
+    response = await http.get(f"/api/conversations/{conversation_id}", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    return [{key: message.get(key) for key in ("role", "content", "tokens", "model", "status")}
+            for message in response.json()["messages"]]
+
+
+async def test_chat_gives_the_same_reply_and_keeps_the_same_messages_on_every_face(
+        chat_server: LiveServer, http: httpx.AsyncClient, fake_llm: FakeOpenAI) -> None:
+    results: dict[str, dict[str, Any]] = {}
+    for face in FACES:
+        token, _uid = await new_account(http)
+        await create_conversation(http, token, "conv_chat")
+        request_id = f"{face}-{uuid.uuid4().hex[:6]}"
+        reply_seen = await chat_through(face, chat_server, http, token, {
+            "messages": HISTORY, "conversation_id": "conv_chat", "request_id": request_id})
+        assert reply_seen.pop("request_id") == request_id
+        sent = fake_llm.last.json  # what reached the provider
+        stats = (await http.get("/api/stats", headers=bearer(token))).json()
+        results[face] = {
+            "reply": reply_seen,
+            "stored": await stored_messages(face, http, token, "conv_chat"),
+            "sent": {"messages": sent["messages"], "temperature": sent["temperature"],
+                     "max_tokens": sent["max_tokens"], "model": sent["model"]},
+            "stats": (stats["total_messages"], stats["total_tokens"]),
+        }
+    for face in FACES:
+        assert results[face] == results["rest"], face
+    # And what every face agrees on is what a user expects.
+    assert results["rest"] == {
+        "reply": {"content": "".join(CHUNKS), "tokens": REPLY_TOKENS, "model": MODEL,
+                  "finish_reason": "stop"},
+        "stored": [
+            {"role": "user", "content": "Hi 你好", "tokens": None, "model": None,
+             "status": None},
+            {"role": "assistant", "content": "".join(CHUNKS), "tokens": REPLY_TOKENS,
+             "model": MODEL, "status": "complete"},
+        ],
+        # The defaults (one place: resolvers/chat/params.py) reach the provider from every face.
+        "sent": {"messages": HISTORY, "temperature": 0.7, "max_tokens": 2048, "model": MODEL},
+        "stats": (2, REPLY_TOKENS),
+    }
+
+
+# Bad input, as a change to a valid request; the code every face must answer with.
+BAD_INPUT: dict[str, tuple[dict[str, Any], str]] = {
+    "blank content": ({"messages": [{"role": "user", "content": " \n "}]}, "BAD_USER_INPUT"),
+    "blank after history": ({"messages": [*HISTORY, {"role": "user", "content": ""}]},
+                            "BAD_USER_INPUT"),
+    "bad role": ({"messages": [{"role": "robot", "content": "hi"}]}, "BAD_USER_INPUT"),
+    "missing role": ({"messages": [{"content": "hi"}]}, "BAD_USER_INPUT"),
+    "no messages": ({"messages": []}, "BAD_USER_INPUT"),
+    "temperature too high": ({"temperature": 2.5}, "BAD_USER_INPUT"),
+    "temperature negative": ({"temperature": -0.1}, "BAD_USER_INPUT"),
+    "max_tokens zero": ({"max_tokens": 0}, "BAD_USER_INPUT"),
+    "max_tokens too many": ({"max_tokens": 4097}, "BAD_USER_INPUT"),
+    "unknown model": ({"model": "gpt-17-ultra"}, "BAD_USER_INPUT"),
+    "unknown conversation": ({"conversation_id": "conv_absent"}, "NOT_FOUND"),
+}
+REST_CODES = {400: "BAD_USER_INPUT", 422: "BAD_USER_INPUT", 404: "NOT_FOUND"}
+WS_CODES = {"bad_request": "BAD_USER_INPUT", "not_found": "NOT_FOUND"}
+
+
+async def test_the_same_bad_input_gives_the_same_code_on_every_face(
+        chat_server: LiveServer, http: httpx.AsyncClient, fake_llm: FakeOpenAI) -> None:
+    token, uid = await new_account(http)
+    answers: dict[str, dict[str, str]] = {}
+    async with connect(f"{chat_server.ws_url}/ws/{uid}?token={token}") as ws:
+        for name, (change, _code) in BAD_INPUT.items():
+            body = {"messages": [{"role": "user", "content": "hi"}], **change}
+            rest = await http.post("/api/chat", json=body, headers=bearer(token))
+            streamed = await http.post("/api/chat", json={**body, "stream": True},
+                                       headers=bearer(token))
+            graphql = await gql(http, CHAT_MUTATION, {"i": graphql_input(body)}, token)
+            await ws.send(json.dumps({"type": "chat", "request_id": "bad", **body}))
+            frame = await recv_json(ws)
+            assert frame["type"] == "error" and frame["message"], frame
+            answers[name] = {
+                "rest": REST_CODES.get(rest.status_code, str(rest.status_code)),
+                "sse": REST_CODES.get(streamed.status_code, str(streamed.status_code)),
+                "graphql": graphql["errors"][0]["extensions"]["code"],
+                "ws": WS_CODES.get(frame["code"], frame["code"]),
+            }
+    assert answers == {name: dict.fromkeys(("rest", "sse", "graphql", "ws"), code)
+                       for name, (_change, code) in BAD_INPUT.items()}
+    # Refused before any generation started: nothing reached the provider.
+    assert [r for r in fake_llm.requests if r.method == "POST"] == []
+
+
+async def test_no_face_lets_another_user_near_a_conversation_or_reply(
+        chat_server: LiveServer, http: httpx.AsyncClient, fake_llm: FakeOpenAI) -> None:
+    fake_llm.chunk_delay = 0.15  # the owner's reply is still running while others try
+    owner_token, owner_uid = await new_account(http)
+    intruder_token, intruder_uid = await new_account(http)
+    await create_conversation(http, owner_token, "conv_mine")
+    intruder = bearer(intruder_token)
+    async with (connect(f"{chat_server.ws_url}/ws/{owner_uid}?token={owner_token}") as owner,
+                connect(f"{chat_server.ws_url}/ws/{intruder_uid}?token={intruder_token}")
+                as ws,
+                GraphQLWS.connect(chat_server.ws_url, "graphql-transport-ws") as gql_ws):
+        await owner.send(json.dumps({"type": "chat", "content": "secret plans",
+                                     "conversation_id": "conv_mine", "request_id": "mine"}))
+        await recv_until(owner, "chat_chunk")  # generating now
+        await gql_ws.init({"token": intruder_token})
+        hello = {"messages": [{"role": "user", "content": "let me in"}],
+                 "conversation_id": "conv_mine"}
+        refused: dict[str, dict[str, Any]] = {}
+
+        # REST
+        refused["rest"] = {
+            "read": (await http.get("/api/conversations/conv_mine", headers=intruder)
+                     ).status_code,
+            "chat into": (await http.post("/api/chat", json=hello, headers=intruder)
+                          ).status_code,
+            "resume": (await http.get("/api/chat/mine/events", headers=intruder)).status_code,
+            "stop": (await http.post("/api/chat/mine/stop", headers=intruder)).json(),
+        }
+        # GraphQL (HTTP and WebSocket)
+        read = await gql(http, '{ conversation(id: "conv_mine") { id } }', token=intruder_token)
+        chat_into = await gql(http, CHAT_MUTATION, {"i": graphql_input(hello)}, intruder_token)
+        stop = await gql(http, 'mutation { stopChat(requestId: "mine") }', token=intruder_token)
+        await gql_ws.subscribe("r", CHAT_EVENTS, {"id": "mine"})
+        resumed = await gql_ws.next("r")
+        assert resumed is not None
+        refused["graphql"] = {
+            "read": read["data"],
+            "chat into": chat_into["errors"][0]["extensions"]["code"],
+            "resume": resumed["errors"][0]["extensions"]["code"],
+            "stop": stop["data"],
+        }
+        # /ws (it has no read of conversations)
+        answers = {}
+        for name, message in (("chat into", {"type": "chat", **hello, "request_id": "in"}),
+                              ("resume", {"type": "resume", "request_id": "mine"}),
+                              ("stop", {"type": "stop", "request_id": "mine"})):
+            await ws.send(json.dumps(message))
+            frame = await recv_json(ws)
+            answers[name] = (frame["type"], frame["code"])
+        refused["ws"] = answers
+
+        # The owner's reply ran on untouched, to its natural end.
+        *_chunks, last = await reply(owner, "mine")
+    assert refused == {
+        "rest": {"read": 404, "chat into": 404, "resume": 404, "stop": {"stopped": False}},
+        "graphql": {"read": {"conversation": None}, "chat into": "NOT_FOUND",
+                    "resume": "NOT_FOUND", "stop": {"stopChat": False}},
+        "ws": {"chat into": ("error", "not_found"), "resume": ("error", "not_found"),
+               "stop": ("error", "not_found")},
+    }
+    assert (last["type"], last["finish_reason"]) == ("chat_complete", "stop")
+    stored = await stored_messages("rest", http, owner_token, "conv_mine")
+    assert [(m["role"], m["content"]) for m in stored] == [
+        ("user", "secret plans"), ("assistant", "".join(CHUNKS))]
+    # The intruder's attempts left nothing of theirs either.
+    assert (await http.get("/api/conversations", headers=intruder)).json() == []
+    assert (await http.get("/api/stats", headers=intruder)).json()["total_tokens"] == 0

@@ -11,16 +11,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from models import User
-from resolvers import conversations, stats, validation
+from resolvers import conversations, stats
+from resolvers.chat.events import (
+    COMPLETE,
+    ERROR,
+    STOPPED,
+    ChatChunk,
+    ChatComplete,
+    ChatError,
+    ReplyEvent,
+    UnknownEvent,
+    from_log,
+)
 from resolvers.chat.limits import ChatLimits, check_chat_allowed
+from resolvers.chat.params import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TEMPERATURE,
+    MAX_TOKENS_RANGE,
+    TEMPERATURE_RANGE,
+    ChatMessageInput,
+    ChatParams,
+    validated,
+)
 from resolvers.kit import metrics
 from resolvers.kit.broker import Broker, ReplyExists
 from resolvers.kit.clock import now_ms
@@ -32,7 +53,6 @@ from resolvers.kit.errors import (
     NotFound,
     ProviderFailed,
     ProviderTimeout,
-    ValidationFailed,
 )
 from resolvers.kit.ratelimit import RateLimiter
 from resolvers.llm.base import (
@@ -40,36 +60,21 @@ from resolvers.llm.base import (
     Finished,
     GenerationRequest,
     ModelInfo,
+    Provider,
     ProviderError,
+    Role,
     StopSignal,
     TextChunk,
 )
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
 
+__all__ = [
+    "DEFAULT_MAX_TOKENS", "DEFAULT_TEMPERATURE", "MAX_TOKENS_RANGE", "TEMPERATURE_RANGE",
+    "Chat", "ChatMessageInput", "ChatParams", "ChatResult", "ReplyHandle", "error_of",
+    "reply_key",
+]
+
 log = logging.getLogger("chat_studio.chat")
-
-TEMPERATURE_RANGE = (0.0, 2.0)
-MAX_TOKENS_RANGE = (1, 4096)
-MESSAGES_MAX = 1_000
-
-
-@dataclass(slots=True)
-class ChatMessageInput:
-    role: str
-    content: str
-    id: str | None = None
-    timestamp: int | None = None
-
-
-@dataclass(slots=True)
-class ChatParams:
-    messages: list[ChatMessageInput]
-    model: str | None = None
-    temperature: float = 0.7
-    max_tokens: int = 2048
-    conversation_id: str | None = None
-    request_id: str | None = None  # the client's id; echoed on every event of the reply
-    system_prompt: str | None = None
 
 
 @dataclass(slots=True)
@@ -103,31 +108,6 @@ def stop_channel(key: str) -> str:
     return f"reply-stop:{key}"
 
 
-def _validated(params: ChatParams) -> ChatParams:
-    if not params.messages:
-        raise ValidationFailed("messages must hold at least one message", field="messages")
-    if len(params.messages) > MESSAGES_MAX:
-        raise ValidationFailed(f"at most {MESSAGES_MAX} messages per request", field="messages")
-    for message in params.messages:
-        validation.role(message.role)
-        validation.bounded_text(message.content, field="content",
-                                limit=validation.MESSAGE_CONTENT_MAX)
-    low, high = TEMPERATURE_RANGE
-    if not low <= params.temperature <= high:
-        raise ValidationFailed("temperature must be between 0 and 2", field="temperature")
-    lo, hi = MAX_TOKENS_RANGE
-    if not lo <= params.max_tokens <= hi:
-        raise ValidationFailed("max_tokens must be between 1 and 4096", field="max_tokens")
-    if params.request_id is not None:
-        validation.identifier(params.request_id, field="request_id")
-    if params.conversation_id is not None:
-        validation.identifier(params.conversation_id, field="conversation_id")
-    if params.system_prompt is not None:
-        validation.bounded_text(params.system_prompt, field="system_prompt",
-                                limit=validation.SYSTEM_PROMPT_MAX)
-    return params
-
-
 def _observe_usage(model: str, prompt_tokens: int, completion_tokens: int,
                    generating_seconds: float) -> None:
     """metrics: tokens used and generation speed of one reply."""
@@ -140,12 +120,12 @@ def _observe_usage(model: str, prompt_tokens: int, completion_tokens: int,
                 completion_tokens / generating_seconds)
 
 
-def error_of(event: dict[str, Any]) -> AppError:
+def error_of(event: ChatError) -> AppError:
     """The AppError an `error` event stands for (REST status, GraphQL code)."""
-    if event.get("code") == "provider_timeout":
-        return ProviderTimeout(str(event.get("message") or ProviderTimeout.default_message))
-    if event.get("code") == "provider_error":
-        return ProviderFailed(str(event.get("message") or ProviderFailed.default_message))
+    if event.code == "provider_timeout":
+        return ProviderTimeout(event.message or ProviderTimeout.default_message)
+    if event.code == "provider_error":
+        return ProviderFailed(event.message or ProviderFailed.default_message)
     return AppError("The reply failed")
 
 
@@ -168,7 +148,7 @@ class Chat:
         _provider, model = await self._resolve(None)
         return model
 
-    async def _resolve(self, model: str | None) -> tuple[Any, str]:
+    async def _resolve(self, model: str | None) -> tuple[Provider, str]:
         try:
             return await self.registry.resolve(model)
         except UnknownModel as exc:
@@ -183,13 +163,14 @@ class Chat:
 
         Returns at once; the reply's events are read with `events()`.
         """
-        params = _validated(params)
+        params = validated(params)
         # limits: requests per minute and the daily token quota (every transport).
         await check_chat_allowed(self.db, actor, limiter=self.limiter, limits=self.limits)
         provider, model = await self._resolve(params.model)
         request_id = params.request_id or uuid.uuid4().hex
         key = reply_key(actor.id, request_id)
-        history = [ChatMessage(role=m.role, content=m.content)  # type: ignore[arg-type]
+        # validated(): every role is one of llm.base.Role
+        history = [ChatMessage(role=cast(Role, m.role), content=m.content)
                    for m in params.messages]
         system_prompt = params.system_prompt
         if params.conversation_id is not None:
@@ -214,7 +195,7 @@ class Chat:
                 await conversations.append_messages(
                     session, actor, conversation_id=params.conversation_id,
                     messages=[conversations.MessageInput(
-                        content=newest.content, role=newest.role, id=newest.id,
+                        content=newest.content, role=cast(Role, newest.role), id=newest.id,
                         timestamp=newest.timestamp)],
                 )
         request = GenerationRequest(model=model, messages=history,
@@ -229,13 +210,13 @@ class Chat:
         metrics.CHAT_REQUESTS.labels(model=model).inc()  # metrics
         return ReplyHandle(request_id=request_id, model=model, reply_key=key)
 
-    async def _generate(self, actor: User, key: str, request_id: str, provider: Any,
+    async def _generate(self, actor: User, key: str, request_id: str, provider: Provider,
                         request: GenerationRequest, stop: StopSignal,
                         params: ChatParams) -> None:
         parts: list[str] = []
-        status, finish_reason = "error", "error"
+        status, finish_reason = ERROR, "error"
         prompt_tokens = completion_tokens = 0
-        terminal: dict[str, Any] | None = None
+        terminal: ChatComplete | ChatError | None = None
         watcher = asyncio.create_task(self._watch_stop(key, stop))
         started = time.perf_counter()
         first_token_at: float | None = None  # metrics
@@ -248,27 +229,26 @@ class Chat:
                             metrics.CHAT_TIME_TO_FIRST_TOKEN.labels(model=request.model).observe(
                                 first_token_at - started)
                         parts.append(item.text)
-                        await self.broker.reply_append(key, {
-                            "type": "chat_chunk", "content": item.text, "request_id": request_id})
+                        await self.broker.reply_append(key, ChatChunk(
+                            content=item.text, request_id=request_id).to_log())
                 elif isinstance(item, Finished):
                     prompt_tokens, completion_tokens = item.prompt_tokens, item.completion_tokens
                     finish_reason = item.finish_reason
-                    status = "stopped" if item.finish_reason == "stopped" else "complete"
-            terminal = {"type": "chat_complete", "tokens": completion_tokens,
-                        "model": request.model, "request_id": request_id,
-                        "finish_reason": finish_reason, "status": status}
+                    status = STOPPED if item.finish_reason == "stopped" else COMPLETE
+            terminal = ChatComplete(tokens=completion_tokens, model=request.model,
+                                    request_id=request_id, finish_reason=finish_reason,
+                                    status=status)
         except ProviderError as exc:
             code = "provider_timeout" if exc.timeout else "provider_error"
             log.warning("provider %s failed for %s: %s", exc.provider, key, exc.message)
             metrics.CHAT_ERRORS.labels(model=request.model, code=code).inc()  # metrics
-            terminal = {"type": "error", "code": code, "message": exc.message,
-                        "request_id": request_id}
+            terminal = ChatError(code=code, message=exc.message, request_id=request_id)
             completion_tokens = completion_tokens or len(parts)
         except Exception:
             log.exception("reply %s failed", key)
             metrics.CHAT_ERRORS.labels(model=request.model, code="internal").inc()  # metrics
-            terminal = {"type": "error", "code": "internal",
-                        "message": "The reply failed unexpectedly", "request_id": request_id}
+            terminal = ChatError(code="internal", message="The reply failed unexpectedly",
+                                 request_id=request_id)
         finally:
             watcher.cancel()
             # A broker outage in the stop watcher must not cost the reply its storage and
@@ -283,14 +263,14 @@ class Chat:
                                            completion_tokens=completion_tokens,
                                            request_id=request_id)
             if terminal is None:  # cancelled (server shutting down)
-                terminal = {"type": "error", "code": "internal",
-                            "message": "The server stopped during the reply",
-                            "request_id": request_id}
-            if message_id is not None:
-                terminal["message_id"] = message_id
-            terminal["elapsed_ms"] = round((time.perf_counter() - started) * 1000)
+                terminal = ChatError(code="internal",
+                                     message="The server stopped during the reply",
+                                     request_id=request_id)
+            terminal = dataclasses.replace(
+                terminal, message_id=message_id,
+                elapsed_ms=round((time.perf_counter() - started) * 1000))
             with contextlib.suppress(Exception):
-                await self.broker.reply_append(key, terminal, terminal=True)
+                await self.broker.reply_append(key, terminal.to_log(), terminal=True)
 
     async def _watch_stop(self, key: str, stop: StopSignal) -> None:
         # Stops may be asked on any worker: they arrive over the broker.
@@ -312,7 +292,7 @@ class Chat:
                         session, actor, model=model, prompt_tokens=prompt_tokens,
                         completion_tokens=completion_tokens, request_id=request_id,
                         created_at=now_ms())
-                if params.conversation_id is not None and (content or status != "complete"):
+                if params.conversation_id is not None and (content or status != COMPLETE):
                     stored = await conversations.append_messages(
                         session, actor, conversation_id=params.conversation_id,
                         messages=[conversations.MessageInput(
@@ -325,7 +305,7 @@ class Chat:
         return message_id
 
     async def events(self, actor: User, request_id: str, *,
-                     after: int = 0) -> AsyncGenerator[tuple[int, dict[str, Any]], None]:
+                     after: int = 0) -> AsyncGenerator[tuple[int, ReplyEvent], None]:
         """The reply's events after `after`, exactly once, ending with the terminal one;
         nothing at all when `after` is already at or past the terminal event.
 
@@ -336,9 +316,16 @@ class Chat:
         if await self.broker.reply_owner(key) != actor.id:
             raise NotFound("Reply not found (unknown, expired or not yours)")
         ended = delivered = False
-        async for seq, event in self.broker.reply_events(key, after=after):
+        async for seq, data in self.broker.reply_events(key, after=after):
             delivered = True
-            ended = event.get("type") in ("chat_complete", "error")
+            try:
+                event = from_log(data)
+            except UnknownEvent:
+                # Written by a newer worker during a rolling deploy: skip what this one
+                # cannot show rather than fail the whole reply.
+                log.warning("reply %s: skipping an unknown event %r", key, data.get("type"))
+                continue
+            ended = event.terminal
             yield seq, event
         if not delivered and after > 0 and await self._kept(key, actor):
             # `after` is at or past the terminal event of a reply that is still kept: the
@@ -347,9 +334,8 @@ class Chat:
             return
         if not ended:
             # The log expired or its producer died without a terminal event.
-            yield after, {"type": "error", "code": "internal",
-                          "message": "The reply is no longer available",
-                          "request_id": request_id}
+            yield after, ChatError(code="internal", message="The reply is no longer available",
+                                   request_id=request_id)
 
     async def _kept(self, key: str, actor: User) -> bool:
         try:
@@ -374,14 +360,15 @@ class Chat:
         handle = await self.start(actor, params)
         parts: list[str] = []
         async for _seq, event in self.events(actor, handle.request_id):
-            if event["type"] == "chat_chunk":
-                parts.append(event["content"])
-            elif event["type"] == "chat_complete":
-                return ChatResult(content="".join(parts), tokens=int(event["tokens"]),
-                                  model=str(event["model"]), request_id=handle.request_id,
-                                  finish_reason=str(event.get("finish_reason", "stop")))
-            else:
-                raise error_of(event)
+            match event:
+                case ChatChunk():
+                    parts.append(event.content)
+                case ChatComplete():
+                    return ChatResult(content="".join(parts), tokens=event.tokens,
+                                      model=event.model, request_id=handle.request_id,
+                                      finish_reason=event.finish_reason)
+                case ChatError():
+                    raise error_of(event)
         raise AppError("The reply ended without a result")
 
     async def aclose(self) -> None:

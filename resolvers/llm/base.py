@@ -24,8 +24,9 @@ class ChatMessage:
 class GenerationRequest:
     model: str  # the provider's own model name (no "provider/" prefix)
     messages: list[ChatMessage]  # system prompt, if any, is the first message with role "system"
-    temperature: float = 0.7
-    max_tokens: int = 2048
+    # No defaults here: chat decides them (resolvers/chat/params.py) for every face.
+    temperature: float
+    max_tokens: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
     registry = ProviderRegistry(LLMConfig(openai_api_key="sk-...", default_model=None))
     provider, model = await registry.resolve("openai/gpt-4o-mini")   # -> (OpenAIProvider, ...)
-    async for item in provider.stream(GenerationRequest(model, messages), stop): ...
+    request = GenerationRequest(model, messages, temperature=0.7, max_tokens=256)
+    async for item in provider.stream(request, stop): ...
     await registry.aclose()
 
 Model ids may be plain ("gpt-4o-mini") or prefixed with the provider ("openai/gpt-4o-mini").
@@ -16,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -36,7 +37,7 @@ logger = logging.getLogger("chat_studio.llm")
 
 @dataclass
 class LLMConfig:
-    """Provider settings; build one from the app settings with `LLMConfig.from_settings`."""
+    """Provider settings (resolvers/assembly.py builds one from the app settings)."""
 
     openai_api_key: str | None = None
     openai_base_url: str = OPENAI_URL
@@ -55,21 +56,6 @@ class LLMConfig:
     stall_timeout: float = 60.0
     models_cache_seconds: float = 60.0
     models_timeout: float = 10.0  # a model list slower than this falls back to the config
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> LLMConfig:
-        """Copy every same-named attribute of a settings object (others keep defaults)."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            value = getattr(settings, f.name, None)
-            if value is None:
-                continue
-            if hasattr(value, "get_secret_value"):  # pydantic SecretStr
-                value = value.get_secret_value()
-            if f.name.endswith("_models") and isinstance(value, str):
-                value = [m.strip() for m in value.split(",") if m.strip()]
-            values[f.name] = value
-        return cls(**values)
 
 
 class UnknownModel(LookupError):

@@ -156,6 +156,9 @@ async def test_stream_delivers_chunks_one_by_one(user: User, fakes: FakeThread,
     assert last.data["tokens"] == 9
     assert last.data["model"] == MODELS[provider]
     assert last.data["finish_reason"] == "stop"
+    # Only the documented fields reach the client (no internal status or timings).
+    assert {key for e in chunks for key in e.data} == {"type", "content", "request_id"}
+    assert set(last.data) == {"type", "tokens", "model", "finish_reason", "request_id"}
     # Streamed, not buffered: the chunks came spread over the upstream's pace.
     assert arrivals[4] - arrivals[0] > 4 * 0.08 * 0.5
 
@@ -240,8 +243,10 @@ async def test_unknown_model_is_400_listing_the_available_ones(user: User,
     {"max_tokens": 0},
     {"max_tokens": 5000},
     {"messages": [{"role": "robot", "content": "hi"}]},
+    {"messages": [{"content": "hi"}]},
+    {"messages": [{"role": "user", "content": " \n\t"}]},
 ], ids=["no-messages", "temperature-3", "temperature-negative", "max-tokens-0",
-        "max-tokens-5000", "bad-role"])
+        "max-tokens-5000", "bad-role", "no-role", "blank-content"])
 async def test_invalid_requests_are_422(user: User, fakes: FakeThread,
                                         change: dict[str, Any]) -> None:
     body = {"messages": ask(), **change}

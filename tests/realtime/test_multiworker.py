@@ -170,9 +170,15 @@ async def test_two_workers_share_typing_replies_revocations_and_counts(
         assert events[-1]["type"] == "chat_complete"
 
         # Logging out everywhere on B closes a socket that lives on A.
-        async with connect(f"{a.ws_url}/ws/{uid}?token={token}") as tab_a2:
-            await tab_a2.send(json.dumps({"type": "ping"}))
-            assert (await recv_json(tab_a2))["type"] == "pong"
+        async with (connect(f"{a.ws_url}/ws/{uid}?token={token}") as tab_a2,
+                    connect(f"{b.ws_url}/ws/{uid}?token={token}") as tab_b3):
+            for ws in (tab_a2, tab_b3):
+                await ws.send(json.dumps({"type": "ping"}))
+                assert (await recv_json(ws))["type"] == "pong"
+            # The guide's bare typing (no conversation anywhere) crosses workers too.
+            await tab_a2.send(json.dumps({"type": "typing"}))
+            event = await recv_until(tab_b3, "user_typing")
+            assert event["user_id"] == uid and "conversation_id" not in event
             response = await http_b.post("/graphql", headers=bearer(token), json={
                 "query": "mutation { logout(everywhere: true) }"})
             assert response.json() == {"data": {"logout": True}}

@@ -127,7 +127,8 @@ async def test_bad_input_answers_an_error_and_keeps_the_connection(
              "bad_request"),
             (json.dumps({"type": "chat", "content": "hi", "conversation_id": "absent"}),
              "not_found"),
-            (json.dumps({"type": "typing"}), "bad_request"),  # no conversation named or joined
+            (json.dumps({"type": "chat", "content": "  "}), "bad_request"),  # blank
+            (json.dumps({"type": "chat", "messages": [{"content": "hi"}]}), "bad_request"),
             (json.dumps({"type": "join"}), "bad_request"),
             (json.dumps({"type": "resume"}), "bad_request"),
             (json.dumps({"type": "stop", "request_id": "never-started"}), "not_found"),
@@ -159,6 +160,9 @@ async def test_chat_streams_numbered_chunks_then_complete(
     assert complete["type"] == "chat_complete"
     assert complete["tokens"] == len(CHUNKS) and complete["model"] == MODEL
     assert complete["finish_reason"] == "stop"
+    # Only the documented fields reach the client (no internal status or timings).
+    assert {key for e in chunks for key in e} == {"type", "content", "request_id", "seq"}
+    assert set(complete) == {"type", "tokens", "model", "finish_reason", "request_id", "seq"}
 
 
 async def test_replies_on_one_socket_interleave(
@@ -205,6 +209,8 @@ async def test_stop_keeps_what_was_generated(
     assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
     assert stored["messages"][1]["content"] == received
     assert stored["messages"][1]["id"] == rest[-1]["message_id"]
+    assert set(rest[-1]) == {"type", "tokens", "model", "finish_reason", "request_id",
+                             "message_id", "seq"}
 
 
 async def test_resume_after_a_dropped_connection_yields_each_chunk_once(
@@ -286,6 +292,47 @@ async def test_typing_reaches_only_the_same_users_other_sockets_in_the_conversat
         await stranger.send(json.dumps({"type": "typing", "conversation_id": "conv_123"}))
         for ws in (tab_a, tab_b):
             assert await nothing_within(ws, 0.3, "user_typing") == []
+
+
+async def test_the_guides_bare_typing_reaches_the_users_other_sockets_in_no_conversation(
+        rt_server: LiveServer, http: httpx.AsyncClient) -> None:
+    """The guide's client sends {"type":"typing"} with no conversation: accepted, never an
+    error, and heard by the same user's other sockets that named no conversation either."""
+    token, uid = await account(http)
+    other_token, other_uid = await account(http)
+    async with (
+        connect(ws_path(rt_server, uid, token=token)) as tab_a,
+        connect(ws_path(rt_server, uid)) as tab_b,  # authenticates by message
+        connect(ws_path(rt_server, uid, token=token, conversation_id="conv_1")) as in_conv,
+        connect(ws_path(rt_server, other_uid, token=other_token)) as stranger,
+    ):
+        await tab_b.send(json.dumps({"type": "auth", "token": token}))
+        await recv_until(tab_b, "auth_ok")
+        for ws in (tab_a, in_conv, stranger):  # a pong: authenticated and listening
+            await ws.send(json.dumps({"type": "ping"}))
+            await recv_until(ws, "pong")
+        await tab_a.send(json.dumps({"type": "typing"}))
+        event = await recv_until(tab_b, "user_typing")
+        assert event["user_id"] == uid and "conversation_id" not in event
+        assert isinstance(event["timestamp"], int)
+        # And back the other way; the sender never hears itself, nor gets an error.
+        await tab_b.send(json.dumps({"type": "typing"}))
+        assert (await recv_until(tab_a, "user_typing"))["user_id"] == uid
+        assert await nothing_within(tab_a, 0.4) == []
+        assert await nothing_within(tab_b, 0.1) == []
+        # A socket in a conversation, and another user's socket, hear none of it.
+        for ws in (in_conv, stranger):
+            assert await nothing_within(ws, 0.1, "user_typing") == []
+        # The stranger's bare typing reaches none of the first user's sockets.
+        await stranger.send(json.dumps({"type": "typing"}))
+        for ws in (tab_a, tab_b, in_conv):
+            assert await nothing_within(ws, 0.3, "user_typing") == []
+        # Once tab_b names a conversation it is no longer among those in none.
+        await tab_b.send(json.dumps({"type": "join", "conversation_id": "conv_1"}))
+        await recv_until(tab_b, "joined")
+        await tab_a.send(json.dumps({"type": "typing"}))
+        assert await nothing_within(tab_b, 0.4, "user_typing") == []
+        assert await nothing_within(tab_a, 0.1) == []
 
 
 # ---------------------------------------------------------------- live authorization

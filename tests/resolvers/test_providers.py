@@ -7,9 +7,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from resolvers.assembly import llm_config
+from resolvers.chat import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
 from resolvers.llm.anthropic import AnthropicProvider
 from resolvers.llm.base import (
     ChatMessage,
@@ -24,6 +27,7 @@ from resolvers.llm.embedded import MODEL_ID as EMBEDDED_ID
 from resolvers.llm.gemini import GeminiProvider
 from resolvers.llm.openai import OpenAIProvider
 from resolvers.llm.registry import LLMConfig, ProviderRegistry, UnknownModel
+from tests.conftest import make_settings
 from tests.fakes import Failure, FakeAnthropic, FakeGemini, FakeOpenAI, FakeProvider
 
 KEY = "sk-test-secret-key-0123456789"
@@ -86,12 +90,13 @@ async def gemini_fake() -> AsyncIterator[FakeGemini]:
         yield fake  # type: ignore[misc]
 
 
-def _request(model: str, **kw: float | int) -> GenerationRequest:
+def _request(model: str, *, temperature: float = DEFAULT_TEMPERATURE,
+             max_tokens: int = DEFAULT_MAX_TOKENS) -> GenerationRequest:
     return GenerationRequest(
         model=model,
         messages=[ChatMessage("system", "You are terse."), ChatMessage("user", "Hi there"),
                   ChatMessage("assistant", "Hello!"), ChatMessage("user", "Say hello world")],
-        **kw,  # type: ignore[arg-type]
+        temperature=temperature, max_tokens=max_tokens,
     )
 
 
@@ -166,7 +171,8 @@ def test_anthropic_temperature_is_clamped_to_its_range() -> None:
     provider = AnthropicProvider(api_key=KEY)
     assert provider.build_body(_request("claude", temperature=1.7))["temperature"] == 1.0
     assert "system" not in provider.build_body(
-        GenerationRequest(model="claude", messages=[ChatMessage("user", "hi")]))
+        GenerationRequest(model="claude", messages=[ChatMessage("user", "hi")],
+                          temperature=DEFAULT_TEMPERATURE, max_tokens=DEFAULT_MAX_TOKENS))
 
 
 async def test_openai_compatible_server_without_usage_estimates_from_chunks(
@@ -536,15 +542,18 @@ async def test_registry_activates_only_configured_providers(openai_fake: FakeOpe
         await registry.aclose()
 
 
-def test_config_from_settings_reads_same_named_fields() -> None:
-    class Settings:
-        openai_api_key = "sk-x"
-        anthropic_models = "claude-a, claude-b"
-        embedded_threads = 2
-        unrelated = "ignored"
-
-    config = LLMConfig.from_settings(Settings())
+def test_llm_config_is_built_from_the_settings(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, openai_api_key="sk-x", anthropic_models="claude-a, claude-b",
+        embedded_threads=2, embedded_model_enabled=False, default_model="claude-a",
+        provider_stall_timeout=7.5)
+    config = llm_config(settings)
     assert config.openai_api_key == "sk-x"
+    assert config.anthropic_api_key is None  # empty setting: the provider stays off
     assert config.anthropic_models == ["claude-a", "claude-b"]
     assert config.embedded_threads == 2
-    assert config.embedded_enabled is True
+    # Named differently in Settings (EMBEDDED_MODEL_ENABLED): a copy by same-named fields
+    # would have switched the embedded model back on.
+    assert config.embedded_enabled is False
+    assert (config.default_model, config.stall_timeout) == ("claude-a", 7.5)
+    assert config.connect_timeout == settings.provider_connect_timeout
