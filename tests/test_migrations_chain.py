@@ -19,7 +19,7 @@ def test_one_linear_chain_of_migrations() -> None:
     assert len(heads) == 1, f"several Alembic heads {heads}: re-chain one migration onto the other"
     assert len(script.get_bases()) == 1
     chain = list(script.walk_revisions())  # head → base, raises on a broken link
-    assert [r.revision for r in chain][0] == heads[0]
+    assert chain[0].revision == heads[0]
     assert all(len(r._normalized_down_revisions) <= 1 for r in chain), "no merge revisions"
     files = sorted(p.name for p in Path(script.versions).glob("[0-9]*.py"))
     assert len(files) == len(chain), f"a migration file is not in the chain: {files}"
