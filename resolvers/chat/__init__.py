@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +120,14 @@ def error_event(code: str, message: str, request_id: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message, "request_id": request_id}
 
 
+class ReplyInterrupted(Unavailable):
+    """The reply was cut by the server (its worker died or shut down): resume elsewhere
+    or regenerate. REST 503 with Retry-After; GraphQL ChatError code INTERRUPTED."""
+
+    code = "INTERRUPTED"
+    default_message = "The reply was interrupted"
+
+
 def interrupted_event(request_id: str) -> dict[str, Any]:
     return error_event(INTERRUPTED, "The reply was interrupted (the server generating it "
                        "stopped); what was generated so far is kept", request_id)
@@ -177,9 +185,40 @@ def error_of(event: dict[str, Any]) -> AppError:
     if event.get("code") == "provider_error":
         return ProviderFailed(str(event.get("message") or ProviderFailed.default_message))
     if event.get("code") == INTERRUPTED:
-        return Unavailable(str(event.get("message") or "The reply was interrupted"),
-                           retry_after=1, reason=INTERRUPTED)
+        return ReplyInterrupted(str(event.get("message") or ""), retry_after=1)
     return AppError("The reply failed")
+
+
+async def until_revoked(events: AsyncGenerator[tuple[int, dict[str, Any]], None],
+                        revoked: Awaitable[str], *, request_id: str,
+                        ) -> AsyncGenerator[tuple[int, dict[str, Any]], None]:
+    """A reader's `events`, cut short when `revoked` returns (the reader's token was revoked:
+    logout everywhere, deletion, expiry): then a terminal `unauthenticated` error and the
+    end. Only the reader stops; the reply itself runs on and is kept."""
+    watch = asyncio.ensure_future(revoked)
+    seq = 0
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(events))
+            await asyncio.wait({step, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if step.done():
+                try:
+                    seq, event = step.result()
+                except StopAsyncIteration:
+                    return
+                yield seq, event
+                continue
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await step
+            reason = watch.result() if not watch.cancelled() else "revoked"
+            yield seq, error_event("unauthenticated", f"Token {reason}", request_id)
+            return
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watch
+        await events.aclose()
 
 
 @dataclass
