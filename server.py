@@ -45,7 +45,7 @@ def drain_on_signal(services: Services) -> Iterator[None]:
     """SIGTERM/SIGINT: drain the chat (refuse new replies, let running ones finish for
     SHUTDOWN_DRAIN_SECONDS, end the rest as interrupted with their end event sent) *before*
     uvicorn starts its own shutdown, which closes every WebSocket at once (1012). Then hand
-    the signal on to uvicorn's handler. A second signal skips the drain.
+    the signal on to uvicorn's handler. A second SIGINT skips the drain.
 
     Chained onto the handlers uvicorn installed (it does before the lifespan starts), so it
     works under `uvicorn --workers N` and `python -m server` alike. Only the main thread can
@@ -78,8 +78,11 @@ def drain_on_signal(services: Services) -> Iterator[None]:
 
     def on_signal(sig: int, frame: FrameType | None) -> None:
         nonlocal signalled
-        if signalled:  # a second signal: no more waiting
-            pass_on(sig, frame)
+        if signalled:
+            # A second Ctrl-C: no more waiting (as uvicorn does). A repeated SIGTERM is
+            # ignored: a supervisor and systemd may each send one to a worker.
+            if sig == signal.SIGINT:
+                pass_on(sig, frame)
             return
         signalled = True
         log.info("%s: draining the running replies", signal.Signals(sig).name)

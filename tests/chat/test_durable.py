@@ -95,6 +95,17 @@ async def orphan_reply(user: User, broker: RedisBroker, conversation_id: str,
     return request_id
 
 
+CHAT_EVENTS = """
+subscription Resume($id: ID!, $after: Int!) {
+  chatEvents(requestId: $id, after: $after) {
+    __typename
+    ... on ChatChunk { content seq requestId }
+    ... on ChatError { code message requestId }
+  }
+}
+"""
+
+
 async def test_a_reply_whose_worker_died_ends_interrupted_for_every_reader_and_is_kept(
         ruser: User, redis_server: LiveServer, dead_worker: RedisBroker) -> None:
     conversation_id = await ruser.new_conversation(messages=[
@@ -115,7 +126,13 @@ async def test_a_reply_whose_worker_died_ends_interrupted_for_every_reader_and_i
             await ws.send(json.dumps({"type": "resume", "request_id": request_id, "after": 0}))
             return await reply(ws, request_id, wait=15)
 
-    sse, ws = await asyncio.gather(sse_reader(), ws_reader())
+    async def graphql_reader() -> list[dict[str, Any]]:
+        async with GraphQLWS.connect(redis_server.ws_url, "graphql-transport-ws") as client:
+            assert (await client.init({"token": token_of(ruser)}))["type"] == "connection_ack"
+            await client.subscribe("1", CHAT_EVENTS, {"id": request_id, "after": 2})
+            return await client.collect("1", "chatEvents", wait=15)
+
+    sse, ws, gql = await asyncio.gather(sse_reader(), ws_reader(), graphql_reader())
     elapsed = time.monotonic() - started
     assert elapsed < 10, f"readers waited {elapsed:.1f}s for the interrupted end"
     assert [e.data.get("content") for e in sse[:-1]] == [" upon", " a"]
@@ -124,6 +141,9 @@ async def test_a_reply_whose_worker_died_ends_interrupted_for_every_reader_and_i
         assert last["type"] == "error" and last["code"] == "interrupted"
         assert last["request_id"] == request_id and last.get("message_id")
     assert sse[-1].data["message_id"] == ws[-1]["message_id"]
+    assert [e.get("content") for e in gql[:-1]] == [" a"]
+    assert gql[-1] == {"__typename": "ChatError", "code": "INTERRUPTED",
+                       "message": ws[-1]["message"], "requestId": request_id}
 
     messages = (await ruser.conversation(conversation_id))["messages"]
     assert [(m["role"], m["content"], m.get("status")) for m in messages] == [
