@@ -81,4 +81,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 # see only its own WebSockets); docker-compose.yml sets REDIS_URL and WORKERS=4.
 # Shell form so $WORKERS etc. come from the environment; exec so uvicorn is PID 1 and gets SIGTERM.
 # Behind a proxy on another host/container, set FORWARDED_ALLOW_IPS (read by uvicorn itself).
-CMD ["sh", "-c", "exec uvicorn server:create_app --factory --host \"$HOST\" --port \"$PORT\" --workers \"$WORKERS\""]
+CMD ["sh", "-c", "exec uvicorn server:create_app --factory --host \"$HOST\" --port \"$PORT\" --workers \"$WORKERS\" --timeout-graceful-shutdown 5"]

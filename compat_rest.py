@@ -16,7 +16,7 @@ from starlette.requests import HTTPConnection
 
 from models import Conversation as ConversationRow
 from models import User
-from resolvers import auth, chat, conversations, stats, validation
+from resolvers import auth, chat, conversations, live, stats, validation
 from resolvers.chat.events import ChatError, ReplyEvent
 from resolvers.health import check as health_check
 from resolvers.kit import metrics, ratelimit
@@ -263,6 +263,8 @@ ServicesDep = Annotated[Services, Depends(services_of)]
 # been sent (a streamed response would otherwise hold its connection for its whole life).
 SessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
 UserDep = Annotated[User, Depends(current_user)]
+# The same credentials current_user checked (FastAPI runs the dependency once per request).
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 # ---------------------------------------------------------------- routes
 
@@ -451,10 +453,14 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def event_stream(services: Services, user: User, request_id: str,
-                       after: int) -> Response:
+                       after: int, token: str) -> Response:
     """SSE of a reply's events. An error before any chunk becomes a plain 502/504 answer,
-    so a client sees the failure in the status code when it still can."""
-    events = services.chat.events(user, request_id, after=after)
+    so a client sees the failure in the status code when it still can. The stream ends
+    (with an `unauthenticated` error event) when the token is revoked, like a WebSocket."""
+    events = chat.until_revoked(
+        services.chat.events(user, request_id, after=after),
+        live.wait_until_revoked(services.broker, services.db, services.security, token),
+        request_id=request_id)
     try:
         first_seq, first = await anext(events)
     except StopAsyncIteration:
@@ -487,7 +493,8 @@ async def event_stream(services: Services, user: User, request_id: str,
                          "(`Retry-After` says when to try again)"},
     502: {"description": "The provider failed"}, 504: {"description": "The provider timed out"},
 })
-async def post_chat(body: ChatRequest, services: ServicesDep, user: UserDep) -> Any:
+async def post_chat(body: ChatRequest, services: ServicesDep, user: UserDep,
+                    credentials: CredentialsDep) -> Any:
     """Chat with a model. With `conversation_id`, the user's message and the reply are kept
     in that conversation by the server, even if the client goes away mid-reply."""
     params = chat_params(body)
@@ -496,19 +503,21 @@ async def post_chat(body: ChatRequest, services: ServicesDep, user: UserDep) -> 
         return {"content": result.content, "tokens": result.tokens, "model": result.model,
                 "request_id": result.request_id, "finish_reason": result.finish_reason}
     handle = await services.chat.start(user, params)
-    return await event_stream(services, user, handle.request_id, 0)
+    assert credentials is not None  # current_user refused the request otherwise
+    return await event_stream(services, user, handle.request_id, 0, credentials.credentials)
 
 
 @router.get("/api/chat/{request_id}/events", tags=["chat"], responses={
     200: {"content": {"text/event-stream": {}}}, 404: {"description": "Unknown or not yours"}})
 async def resume_chat(request_id: str, services: ServicesDep, user: UserDep,
-                      after: int = 0,
+                      credentials: CredentialsDep, after: int = 0,
                       last_event_id: Annotated[str | None, Header()] = None) -> Any:
     """Resume a reply's SSE stream after its last received event (`Last-Event-ID` header or
     `?after=`); the rest arrives exactly once, then the completion."""
     if last_event_id and last_event_id.strip().isdigit():
         after = max(after, int(last_event_id.strip()))
-    return await event_stream(services, user, request_id, after)
+    assert credentials is not None  # current_user refused the request otherwise
+    return await event_stream(services, user, request_id, after, credentials.credentials)
 
 
 @router.post("/api/chat/{request_id}/stop", tags=["chat"], response_model=StopOut)

@@ -5,10 +5,15 @@ Run: `uvicorn server:create_app --factory` or `python -m server` (reads HOST/POR
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -22,11 +27,82 @@ from resolvers.kit import metrics
 from resolvers.kit.logging import configure_logging, init_sentry
 from resolvers.kit.settings import Settings
 from resolvers.kit.version import VERSION
+from resolvers.services import Services
 from schema import build_schema
 from schema.http import GraphQLRouter
 from schema.protection import Limits
 
 log = logging.getLogger("chat_studio.server")
+
+# uvicorn's --timeout-graceful-shutdown: after the drain, connections still open (readers of
+# replies generated elsewhere, idle sockets) get this long before their tasks are cancelled.
+# Without it uvicorn waits for them forever, and one client could hold up the shutdown.
+SHUTDOWN_GRACE_SECONDS = 5
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def drain_on_signal(services: Services) -> Iterator[None]:
+    """SIGTERM/SIGINT: drain the chat (refuse new replies, let running ones finish for
+    SHUTDOWN_DRAIN_SECONDS, end the rest as interrupted with their end event sent) *before*
+    uvicorn starts its own shutdown, which closes every WebSocket at once (1012). Then hand
+    the signal on to uvicorn's handler. A second SIGINT skips the drain.
+
+    Chained onto the handlers uvicorn installed (it does before the lifespan starts), so it
+    works under `uvicorn --workers N` and `python -m server` alike. Only the main thread can
+    handle signals: servers run in a thread (tests) drain in the lifespan's shutdown.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    tasks: set[asyncio.Task[None]] = set()  # referenced until done
+    signalled = False
+
+    def pass_on(sig: int, frame: FrameType | None) -> None:
+        handler = previous.get(sig)
+        if callable(handler):
+            handler(sig, frame)
+        else:  # no handler of uvicorn's: the default action (exit)
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+    async def drain_then_exit(sig: int, frame: FrameType | None) -> None:
+        started = time.perf_counter()
+        try:
+            await services.chat.drain(services.settings.shutdown_drain_seconds)
+        except Exception:
+            log.exception("draining the replies failed")
+        log.info("replies drained in %.1fs; shutting down", time.perf_counter() - started)
+        pass_on(sig, frame)
+
+    def on_signal(sig: int, frame: FrameType | None) -> None:
+        nonlocal signalled
+        if signalled:
+            # A second Ctrl-C: no more waiting (as uvicorn does). A repeated SIGTERM is
+            # ignored: a supervisor and systemd may each send one to a worker.
+            if sig == signal.SIGINT:
+                pass_on(sig, frame)
+            return
+        signalled = True
+        log.info("%s: draining the running replies", signal.Signals(sig).name)
+
+        def start() -> None:
+            task = loop.create_task(drain_then_exit(sig, frame), name="drain")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        # Signal handlers run between bytecodes: schedule, and wake the loop up.
+        loop.call_soon_threadsafe(start)
+
+    for sig in _SIGNALS:
+        signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,7 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.services = services
             log.info("ready in %.2fs (database: %s)", time.perf_counter() - started,
                      services.db.dialect)
-            yield
+            with drain_on_signal(services):
+                yield
 
     app = FastAPI(
         title="AI Chat Studio API",
@@ -79,7 +156,8 @@ def main() -> None:
     # gets the contract's `message_too_large` error instead of a dropped connection.
     uvicorn.run("server:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_level=settings.log_level.lower(),
-                ws_max_size=max(16 * settings.ws_max_message_bytes, 1024 * 1024))
+                ws_max_size=max(16 * settings.ws_max_message_bytes, 1024 * 1024),
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
 
 
 if __name__ == "__main__":

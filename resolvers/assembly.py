@@ -52,6 +52,7 @@ async def running_services(
     registry = ProviderRegistry(llm_config(settings), providers=providers)
     limiter = make_limiter(settings.redis_url or None)
     chat = Chat(db=db, broker=broker, registry=registry, limiter=limiter,
+                lease_seconds=settings.reply_lease_seconds,
                 limits=ChatLimits(per_minute=settings.rate_limit_chat_per_minute,
                                   daily_tokens=settings.daily_token_quota))
     try:

@@ -316,3 +316,31 @@ def test_smoke_client_skip_chat_skips_only_generating_checks() -> None:
     chat = {c.name for c in test_api.CHECKS if c.needs_chat}
     assert chat and len(chat) < len(names)
     assert "chatStream" in test_api.GRAPHQL_CHAT_STREAM_SUBSCRIPTION
+
+
+# --- shutdown: drain, then uvicorn's grace, inside the kill timeout ----------------------------
+
+
+def _seconds(value: str) -> float:
+    match = re.fullmatch(r"\s*(\d+)\s*s?\s*", value)
+    assert match, f"unexpected duration {value!r}"
+    return float(match[1])
+
+
+def test_kill_timeouts_leave_room_for_the_drain_and_the_grace_period() -> None:
+    """SIGTERM drains replies for SHUTDOWN_DRAIN_SECONDS, uvicorn then waits at most its
+    graceful-shutdown timeout; a SIGKILL before both are over cuts replies mid-way (they
+    would be closed as interrupted only by another worker, seconds later)."""
+    from resolvers.kit.settings import Settings
+    from server import SHUTDOWN_GRACE_SECONDS
+
+    drain = Settings.model_fields["shutdown_drain_seconds"].default
+    app = _compose()["services"]["app"]
+    compose_drain = _environment(app)["SHUTDOWN_DRAIN_SECONDS"]
+    assert compose_drain == f"${{SHUTDOWN_DRAIN_SECONDS:-{int(drain)}}}"
+    needed = drain + SHUTDOWN_GRACE_SECONDS + 10  # + the lifespan's own shutdown
+    assert _seconds(app["stop_grace_period"]) >= needed
+    assert _seconds(_unit()["Service"]["TimeoutStopSec"][0]) >= needed
+    grace = f"--timeout-graceful-shutdown {SHUTDOWN_GRACE_SECONDS}"
+    assert grace in _unit()["Service"]["ExecStart"][0]
+    assert grace in dict(_dockerfile_instructions())["CMD"]

@@ -5,6 +5,14 @@ connection: it appends numbered events (`chat_chunk` …, then `chat_complete` o
 the broker's reply log and, when the request names a conversation, stores the user's message
 before generation and the reply after it. Clients read the log (and can resume it after a
 reconnect), so a client that goes away never loses the reply.
+
+Nor does a worker that goes away. The producing worker holds a lease on its reply log and
+renews it while it generates; if the worker dies (SIGKILL, OOM, lost host) the lease lapses,
+and the first worker that a reader or a stop reaches takes the log over and *closes* the
+reply: the partial text is read back from the log, stored with status `interrupted`
+(the log's meta, written at `reply_start`, says whose reply it is and where it belongs), and
+the terminal event `{"type": "error", "code": "interrupted", …}` reaches every reader. On
+shutdown, replies still running after the drain period end the same way.
 """
 
 from __future__ import annotations
@@ -15,15 +23,16 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
 from typing import cast
 
 from models import User
-from resolvers import conversations, stats
+from resolvers import auth, conversations, stats
 from resolvers.chat.events import (
     COMPLETE,
     ERROR,
+    INTERRUPTED,
     STOPPED,
     ChatChunk,
     ChatComplete,
@@ -43,7 +52,7 @@ from resolvers.chat.params import (
     validated,
 )
 from resolvers.kit import metrics
-from resolvers.kit.broker import Broker, ReplyExists
+from resolvers.kit.broker import DEFAULT_LEASE_SECONDS, Broker, ReplyExists
 from resolvers.kit.clock import now_ms
 from resolvers.kit.db import Database
 from resolvers.kit.errors import (
@@ -53,6 +62,7 @@ from resolvers.kit.errors import (
     NotFound,
     ProviderFailed,
     ProviderTimeout,
+    Unavailable,
 )
 from resolvers.kit.ratelimit import RateLimiter
 from resolvers.llm.base import (
@@ -69,9 +79,9 @@ from resolvers.llm.base import (
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
 
 __all__ = [
-    "DEFAULT_MAX_TOKENS", "DEFAULT_TEMPERATURE", "MAX_TOKENS_RANGE", "TEMPERATURE_RANGE",
-    "Chat", "ChatMessageInput", "ChatParams", "ChatResult", "ReplyHandle", "error_of",
-    "reply_key",
+    "DEFAULT_MAX_TOKENS", "DEFAULT_TEMPERATURE", "INTERRUPTED", "MAX_TOKENS_RANGE",
+    "TEMPERATURE_RANGE", "Chat", "ChatMessageInput", "ChatParams", "ChatResult", "ReplyHandle",
+    "ReplyInterrupted", "error_of", "reply_key", "until_revoked",
 ]
 
 log = logging.getLogger("chat_studio.chat")
@@ -97,7 +107,25 @@ class ChatResult:
 @dataclass(slots=True)
 class _Running:
     stop: StopSignal
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None = None
+    # Why the reply is being ended by the server rather than by the model or the user:
+    # "shutdown" (stored as interrupted), "lost" (another worker took the lease over: store
+    # nothing, it closes the reply) or "deleted" (the account is gone: nothing to store).
+    ended_by: str | None = None
+
+
+class ReplyInterrupted(Unavailable):
+    """The reply was cut by the server (its worker died or shut down): resume elsewhere
+    or regenerate. REST 503 with Retry-After; GraphQL ChatError code INTERRUPTED."""
+
+    code = "INTERRUPTED"
+    default_message = "The reply was interrupted"
+
+
+def interrupted_event(request_id: str) -> ChatError:
+    return ChatError(code=INTERRUPTED, message="The reply was interrupted (the server "
+                     "generating it stopped); what was generated so far is kept",
+                     request_id=request_id)
 
 
 def reply_key(user_id: str, request_id: str) -> str:
@@ -126,7 +154,42 @@ def error_of(event: ChatError) -> AppError:
         return ProviderTimeout(event.message or ProviderTimeout.default_message)
     if event.code == "provider_error":
         return ProviderFailed(event.message or ProviderFailed.default_message)
+    if event.code == INTERRUPTED:
+        return ReplyInterrupted(event.message, retry_after=1)
     return AppError("The reply failed")
+
+
+async def until_revoked(events: AsyncGenerator[tuple[int, ReplyEvent], None],
+                        revoked: Awaitable[str], *, request_id: str,
+                        ) -> AsyncGenerator[tuple[int, ReplyEvent], None]:
+    """A reader's `events`, cut short when `revoked` returns (the reader's token was revoked:
+    logout everywhere, deletion, expiry): then a terminal `unauthenticated` error and the
+    end. Only the reader stops; the reply itself runs on and is kept."""
+    watch = asyncio.ensure_future(revoked)
+    seq = 0
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(events))
+            await asyncio.wait({step, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if step.done():
+                try:
+                    seq, event = step.result()
+                except StopAsyncIteration:
+                    return
+                yield seq, event
+                continue
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await step
+            reason = watch.result() if not watch.cancelled() else "revoked"
+            yield seq, ChatError(code="unauthenticated", message=f"Token {reason}",
+                                 request_id=request_id)
+            return
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watch
+        await events.aclose()
 
 
 @dataclass
@@ -140,6 +203,17 @@ class Chat:
     # Abuse limits, enforced in start() for every transport (built by assembly.py).
     limiter: RateLimiter | None = None
     limits: ChatLimits = field(default_factory=ChatLimits)
+    # This process's name on the leases of the replies it generates.
+    holder: str = field(default_factory=lambda: uuid.uuid4().hex)
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    # False once shutdown began: new replies are refused (503), running ones drain.
+    accepting: bool = True
+    _reading: dict[str, int] = field(default_factory=dict)  # reply key → local readers
+
+    @property
+    def _lease_check_seconds(self) -> float:
+        # Renewals and readers' checks, each a few times per lease.
+        return self.lease_seconds / 4
 
     async def models(self) -> list[ModelInfo]:
         return await self.registry.list_models()
@@ -164,6 +238,9 @@ class Chat:
         Returns at once; the reply's events are read with `events()`.
         """
         params = validated(params)
+        if not self.accepting:
+            raise Unavailable("The server is restarting: send the request again",
+                              retry_after=1)
         # limits: requests per minute and the daily token quota (every transport).
         await check_chat_allowed(self.db, actor, limiter=self.limiter, limits=self.limits)
         provider, model = await self._resolve(params.model)
@@ -183,8 +260,13 @@ class Chat:
                     system_prompt = conversation.system_prompt
         if system_prompt and not any(m.role == "system" for m in history):
             history.insert(0, ChatMessage(role="system", content=system_prompt))
+        # The meta lets any worker store the partial reply if this one dies.
+        meta = {"conversation_id": params.conversation_id, "model": model,
+                "request_id": request_id}
         try:
-            await self.broker.reply_start(key, owner_id=actor.id)
+            await self.broker.reply_start(key, owner_id=actor.id, meta=meta,
+                                          holder=self.holder,
+                                          lease_seconds=self.lease_seconds)
         except ReplyExists as exc:
             raise Conflict(f"request_id {request_id!r} is already in use") from exc
         if params.conversation_id is not None:
@@ -200,24 +282,27 @@ class Chat:
                 )
         request = GenerationRequest(model=model, messages=history,
                                     temperature=params.temperature, max_tokens=params.max_tokens)
-        stop = StopSignal()
+        running = _Running(stop=StopSignal())
         task = asyncio.create_task(
-            self._generate(actor, key, request_id, provider, request, stop, params),
+            self._generate(actor, key, request_id, provider, request, running, params),
             name=f"reply {key}",
         )
-        self._running[key] = _Running(stop=stop, task=task)
+        running.task = task
+        self._running[key] = running
         task.add_done_callback(lambda _t: self._running.pop(key, None))
         metrics.CHAT_REQUESTS.labels(model=model).inc()  # metrics
         return ReplyHandle(request_id=request_id, model=model, reply_key=key)
 
     async def _generate(self, actor: User, key: str, request_id: str, provider: Provider,
-                        request: GenerationRequest, stop: StopSignal,
+                        request: GenerationRequest, running: _Running,
                         params: ChatParams) -> None:
+        stop = running.stop
         parts: list[str] = []
         status, finish_reason = ERROR, "error"
         prompt_tokens = completion_tokens = 0
         terminal: ChatComplete | ChatError | None = None
-        watcher = asyncio.create_task(self._watch_stop(key, stop))
+        watcher = asyncio.create_task(self._watch_stop(key, actor.id, running))
+        renewer = asyncio.create_task(self._renew_lease(key, running))
         started = time.perf_counter()
         first_token_at: float | None = None  # metrics
         try:
@@ -250,49 +335,147 @@ class Chat:
             terminal = ChatError(code="internal", message="The reply failed unexpectedly",
                                  request_id=request_id)
         finally:
-            watcher.cancel()
-            # A broker outage in the stop watcher must not cost the reply its storage and
-            # its terminal event.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher
+            for helper in (watcher, renewer):
+                helper.cancel()
+                # A broker outage in the stop watcher must not cost the reply its storage
+                # and its terminal event.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await helper
             content = "".join(parts)
             _observe_usage(request.model, prompt_tokens, completion_tokens,  # metrics
                            time.perf_counter() - (first_token_at or started))
-            message_id = await self._store(actor, params, content=content, model=request.model,
-                                           status=status, prompt_tokens=prompt_tokens,
-                                           completion_tokens=completion_tokens,
-                                           request_id=request_id)
-            if terminal is None:  # cancelled (server shutting down)
-                terminal = ChatError(code="internal",
-                                     message="The server stopped during the reply",
-                                     request_id=request_id)
-            terminal = dataclasses.replace(
-                terminal, message_id=message_id,
-                elapsed_ms=round((time.perf_counter() - started) * 1000))
-            with contextlib.suppress(Exception):
-                await self.broker.reply_append(key, terminal.to_log(), terminal=True)
+            if running.ended_by == "deleted":
+                # The account and its conversations are gone: nothing to store.
+                with contextlib.suppress(Exception):
+                    await self.broker.reply_append(key, ChatError(
+                        code="unauthenticated", message="The account was deleted",
+                        request_id=request_id).to_log(), terminal=True)
+            elif running.ended_by != "lost":  # lost: the worker that took it over closes it
+                if terminal is None or running.ended_by == "shutdown":
+                    # Cut by the server (the drain period ran out, or the task was
+                    # cancelled): not the user's stop, and not the model's fault.
+                    status = INTERRUPTED
+                    terminal = interrupted_event(request_id)
+                    metrics.CHAT_INTERRUPTED.labels(model=request.model,  # metrics
+                                                    cause="shutdown").inc()
+                message_id = await self._store(
+                    actor, params, content=content, model=request.model, status=status,
+                    prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                    request_id=request_id)
+                terminal = dataclasses.replace(
+                    terminal, message_id=message_id,
+                    elapsed_ms=round((time.perf_counter() - started) * 1000))
+                with contextlib.suppress(Exception):
+                    await self.broker.reply_append(key, terminal.to_log(), terminal=True)
 
-    async def _watch_stop(self, key: str, stop: StopSignal) -> None:
-        # Stops may be asked on any worker: they arrive over the broker.
-        async with self.broker.subscribe(stop_channel(key)) as subscription:
-            async for _message in subscription:
-                stop.set()
+    async def _watch_stop(self, key: str, user_id: str, running: _Running) -> None:
+        # Stops may be asked on any worker: they arrive over the broker. So does the
+        # deletion of the account (auth publishes it on the revocation channel).
+        async def stop_asked() -> None:
+            async with self.broker.subscribe(stop_channel(key)) as subscription:
+                async for _message in subscription:
+                    return
+
+        async def account_deleted() -> None:
+            channel = auth.revocation_channel(user_id)
+            async with self.broker.subscribe(channel) as subscription:
+                async for message in subscription:
+                    if message.get("reason") == "deleted":
+                        running.ended_by = "deleted"
+                        return
+
+        waiters = [asyncio.create_task(stop_asked()), asyncio.create_task(account_deleted())]
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if any(not task.cancelled() and task.exception() is None for task in done):
+                running.stop.set()
+        finally:
+            for task in waiters:
+                task.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def _renew_lease(self, key: str, running: _Running) -> None:
+        """Keep the reply's lease while generating; give the reply up if it was lost."""
+        while True:
+            await asyncio.sleep(self._lease_check_seconds)
+            try:
+                held = await self.broker.reply_renew(key, holder=self.holder,
+                                                     lease_seconds=self.lease_seconds)
+            except Exception:
+                # Redis hiccup: try again soon; a lease outlives a few failed renewals.
+                log.warning("could not renew the lease of %s", key, exc_info=True)
+                continue
+            if not held:
+                # Another worker saw the lease lapse (this process stalled for a whole
+                # lease) and closed the reply as interrupted: stop generating into it.
+                log.warning("lost the lease of %s: another worker closed it", key)
+                running.ended_by = "lost"
+                running.stop.set()
                 return
+
+    async def _close_lapsed(self, key: str) -> bool:
+        """Close a reply whose producer died: store its partial text as `interrupted`
+        and append the terminal event. True when this call closed it (exactly one caller
+        on any worker does)."""
+        if not await self.broker.reply_take_over(key, holder=self.holder,
+                                                 lease_seconds=self.lease_seconds):
+            return False
+        info = await self.broker.reply_info(key)
+        if info is None:
+            return False
+        request_id = str(info.meta.get("request_id") or key.rpartition("/")[2])
+        model = str(info.meta.get("model") or "")
+        parts: list[str] = []
+        if info.last_seq:
+            async for seq, data in self.broker.reply_events(key):
+                if data.get("type") == ChatChunk.type:
+                    parts.append(str(data.get("content", "")))
+                if seq >= info.last_seq:
+                    break
+        conversation_id = info.meta.get("conversation_id")
+        message_id: str | None = None
+        if isinstance(conversation_id, str):
+            async with self.db.session() as session:
+                owner = await session.get(User, info.owner_id)
+            if owner is not None:
+                message_id = await self._store(
+                    owner, ChatParams(messages=[], conversation_id=conversation_id),
+                    content="".join(parts), model=model, status=INTERRUPTED,
+                    prompt_tokens=0, completion_tokens=len(parts), request_id=request_id,
+                    record_usage=False)
+        terminal = dataclasses.replace(interrupted_event(request_id), message_id=message_id)
+        await self.broker.reply_append(key, terminal.to_log(), terminal=True)
+        metrics.CHAT_INTERRUPTED.labels(model=model, cause="worker_lost").inc()  # metrics
+        log.warning("closed reply %s as interrupted: its worker stopped renewing it", key)
+        return True
+
+    async def _watch_lease(self, key: str) -> None:
+        """While a reader waits: close the reply if its producer's lease lapsed."""
+        while True:
+            await asyncio.sleep(self._lease_check_seconds)
+            try:
+                info = await self.broker.reply_info(key)
+                if info is None or info.closed:
+                    return
+                if info.lease_lapsed:
+                    await self._close_lapsed(key)
+            except Exception:
+                log.warning("could not check the lease of %s", key, exc_info=True)
 
     async def _store(self, actor: User, params: ChatParams, *, content: str, model: str,
                      status: str, prompt_tokens: int, completion_tokens: int,
-                     request_id: str) -> str | None:
+                     request_id: str, record_usage: bool = True) -> str | None:
         """Keep the reply and its usage. Failures here are logged, never raised: the client
         still gets its terminal event."""
         message_id: str | None = None
         try:
             async with self.db.session() as session:
-                if completion_tokens or prompt_tokens:
+                if record_usage and (completion_tokens or prompt_tokens):
                     await stats.record_usage(
                         session, actor, model=model, prompt_tokens=prompt_tokens,
                         completion_tokens=completion_tokens, request_id=request_id,
                         created_at=now_ms())
-                if params.conversation_id is not None and (content or status != COMPLETE):
+                if params.conversation_id is not None and (content or status != "complete"):
                     stored = await conversations.append_messages(
                         session, actor, conversation_id=params.conversation_id,
                         messages=[conversations.MessageInput(
@@ -316,17 +499,29 @@ class Chat:
         if await self.broker.reply_owner(key) != actor.id:
             raise NotFound("Reply not found (unknown, expired or not yours)")
         ended = delivered = False
-        async for seq, data in self.broker.reply_events(key, after=after):
-            delivered = True
-            try:
-                event = from_log(data)
-            except UnknownEvent:
-                # Written by a newer worker during a rolling deploy: skip what this one
-                # cannot show rather than fail the whole reply.
-                log.warning("reply %s: skipping an unknown event %r", key, data.get("type"))
-                continue
-            ended = event.terminal
-            yield seq, event
+        self._reading[key] = self._reading.get(key, 0) + 1
+        # While we wait, make sure somebody produces the reply: if its worker died, close it.
+        watchdog = asyncio.create_task(self._watch_lease(key), name=f"lease watch {key}")
+        try:
+            async for seq, data in self.broker.reply_events(key, after=after):
+                delivered = True
+                try:
+                    event = from_log(data)
+                except UnknownEvent:
+                    # Written by a newer worker during a rolling deploy: skip what this one
+                    # cannot show rather than fail the whole reply.
+                    log.warning("reply %s: skipping an unknown event %r", key,
+                                data.get("type"))
+                    continue
+                ended = event.terminal
+                yield seq, event
+        finally:
+            watchdog.cancel()
+            left = self._reading.get(key, 1) - 1
+            if left:
+                self._reading[key] = left
+            else:
+                self._reading.pop(key, None)
         if not delivered and after > 0 and await self._kept(key, actor):
             # `after` is at or past the terminal event of a reply that is still kept: the
             # caller has all of it (an EventSource reconnects after the end with the last
@@ -345,9 +540,15 @@ class Chat:
 
     async def stop(self, actor: User, request_id: str) -> bool:
         """Ask the reply to stop (on whichever worker generates it). False when it is not
-        running or not the caller's."""
+        running or not the caller's — including a reply whose worker died: nobody was
+        generating it, so it is closed as interrupted (its readers get that error) and
+        nothing is reported as stopped."""
         key = reply_key(actor.id, request_id)
-        if await self.broker.reply_owner(key) != actor.id or await self.broker.reply_closed(key):
+        info = await self.broker.reply_info(key)
+        if info is None or info.owner_id != actor.id or info.closed:
+            return False
+        if info.lease_lapsed:
+            await self._close_lapsed(key)
             return False
         running = self._running.get(key)
         if running is not None:
@@ -371,13 +572,41 @@ class Chat:
                     raise error_of(event)
         raise AppError("The reply ended without a result")
 
-    async def aclose(self) -> None:
-        """Server shutdown: stop generations and let them store what they have."""
-        running = list(self._running.values())
-        for item in running:
+    async def drain(self, seconds: float) -> None:
+        """Shutdown, first part: refuse new replies (503), give running ones `seconds` to
+        finish, then end the rest as interrupted (partial text stored, terminal event
+        appended) and give this worker's readers a moment to send that last event before
+        the sockets close. Clients resume or regenerate on another worker."""
+        self.accepting = False
+        running = {key: item for key, item in self._running.items() if item.task is not None}
+        if not running:
+            return
+        log.info("draining %d running replies (up to %.0fs)", len(running), seconds)
+        tasks = [item.task for item in running.values() if item.task is not None]
+        if seconds > 0:
+            await asyncio.wait(tasks, timeout=seconds)
+        left = [item for item in running.values()
+                if item.task is not None and not item.task.done()]
+        for item in left:
+            if item.ended_by is None:
+                item.ended_by = "shutdown"
             item.stop.set()
-        if running:
-            await asyncio.wait([item.task for item in running], timeout=10)
-        for item in running:
-            item.task.cancel()
+        if left:
+            log.warning("interrupting %d replies still running after the drain period",
+                        len(left))
+            _, pending = await asyncio.wait([t for t in tasks if not t.done()], timeout=5)
+            for task in pending:  # a provider that ignores the stop signal
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+        # Readers here of the replies that just ended still have their terminal event to
+        # send; a reader of another worker's reply is not waited for.
+        deadline = time.monotonic() + 3
+        # Polling: a few checks of a dict, once, at shutdown.
+        while any(key in self._reading for key in running) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    async def aclose(self) -> None:
+        """Server shutdown, last part: anything still running ends as interrupted."""
+        await self.drain(0)
         await self.registry.aclose()

@@ -22,11 +22,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
 
-# How a reply ended; stored with the assistant message. "interrupted" is added by the
-# durability work (a reply whose worker died).
+# How a reply ended; stored with the assistant message.
 COMPLETE = "complete"
 STOPPED = "stopped"
 ERROR = "error"
+# Cut by the server (its worker died, or shutdown outlasted the drain): the stored status
+# and the terminal `error` event's code.
+INTERRUPTED = "interrupted"
 
 
 class UnknownEvent(ValueError):

@@ -56,6 +56,12 @@ CHAT_REQUESTS = Counter("chat_requests_total", "Chat replies started, by model."
 CHAT_ERRORS = Counter(
     "chat_errors_total", "Chat replies that failed, by model and error code.", ["model", "code"],
 )
+CHAT_INTERRUPTED = Counter(
+    "chat_interrupted_total",
+    "Replies closed as interrupted, by model and cause: worker_lost (the generating worker "
+    "died; another one closed the reply) or shutdown (still running after the drain period).",
+    ["model", "cause"],
+)
 CHAT_TIME_TO_FIRST_TOKEN = Histogram(
     "chat_time_to_first_token_seconds", "From the start of a reply to its first chunk.",
     ["model"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60),

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
 
     # --- replies ---
     reply_retention_seconds: int = Field(300, ge=1)
+    # A generating worker renews its lease on a reply this often × 4; a reply whose worker
+    # died is closed as interrupted about one lease after the death.
+    reply_lease_seconds: float = Field(6.0, ge=1.0, le=60.0)
+    # SIGTERM: running replies get this long to finish, then end as interrupted. Keep it
+    # below the deploy files' kill timeout (TimeoutStopSec, stop_grace_period) minus
+    # SHUTDOWN_GRACE_SECONDS and ~10 s for the rest of the shutdown.
+    shutdown_drain_seconds: float = Field(20.0, ge=0.0, le=600.0)
 
     # --- real-time (WebSocket /ws/{user_id} and GraphQL subscriptions) ---
     ws_auth_timeout_seconds: float = Field(30.0, gt=0)  # unauthenticated /ws sockets: 4401

@@ -74,6 +74,7 @@ class FakeThread:
             fake.completion_tokens = 4
             fake.finish = "stop"
             fake.chunk_delay = 0.0
+            fake.first_chunk_delay = 0.0
             fake.fail = None
             fake.requests.clear()
 

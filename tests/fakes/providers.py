@@ -76,6 +76,7 @@ class FakeProvider:
     models: list[str] = field(default_factory=list)
     models_fail: int | None = None  # HTTP status the model-list endpoint answers
     chunk_delay: float = 0.0  # seconds between frames
+    first_chunk_delay: float = 0.0  # seconds before the first text chunk (a thinking model)
     fail: Failure | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
     base_url: str = ""
@@ -171,6 +172,8 @@ class FakeProvider:
         await resp.prepare(request)
         for frame_no, frame in enumerate(self.stream_frames(rec.json)):
             i = frame_no - self.lead_frames  # text chunks already sent
+            if i == 0 and self.first_chunk_delay:
+                await asyncio.sleep(self.first_chunk_delay)
             if fail.stall_after == i:
                 await self._wait_released()
                 return resp

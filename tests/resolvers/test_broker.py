@@ -476,3 +476,72 @@ async def test_reply_closed_tells_a_finished_reply_from_a_running_one(broker: Br
     assert not await broker.reply_closed(reply)
     await broker.reply_append(reply, {"type": "chat_complete", "tokens": 1}, terminal=True)
     assert await broker.reply_closed(reply)
+
+
+# --- leases: a reply outlives the worker that produced it ---
+
+
+async def test_a_renewed_lease_holds_and_a_lapsed_one_goes_to_exactly_one_taker(
+        make: Factory) -> None:
+    # Two brokers on one backend: for Redis, two workers of one deployment.
+    first, second = make(), make() if make.backend == "redis" else None
+    other = second or first
+    reply = f"lease-{uuid.uuid4().hex}"
+    meta = {"conversation_id": "conv_1", "model": "m", "request_id": "r1"}
+    await first.reply_start(reply, owner_id="u1", meta=meta, holder="w1", lease_seconds=0.4)
+    await first.reply_append(reply, chunk(1))
+    for _ in range(4):  # renewed past several lease lengths: never lapses
+        await asyncio.sleep(0.2)
+        assert await first.reply_renew(reply, holder="w1", lease_seconds=0.4)
+        info = await other.reply_info(reply)
+        assert info is not None and not info.lease_lapsed
+    assert not await other.reply_take_over(reply, holder="w2")
+    assert not await first.reply_renew(reply, holder="w2")  # only the holder renews
+
+    await asyncio.sleep(0.6)  # the holder "died": no renewal
+    info = await other.reply_info(reply)
+    assert info is not None
+    assert (info.owner_id, info.meta, info.last_seq, info.closed, info.lease_lapsed) == (
+        "u1", meta, 1, False, True)
+    takers = await asyncio.gather(*(
+        (first if i % 2 else other).reply_take_over(reply, holder=f"t{i}", lease_seconds=5)
+        for i in range(8)))
+    assert takers.count(True) == 1
+    assert not await first.reply_renew(reply, holder="w1")  # the old holder lost it
+    info = await first.reply_info(reply)
+    assert info is not None and not info.lease_lapsed  # held by the taker now
+    winner = f"t{takers.index(True)}"
+    assert await other.reply_renew(reply, holder=winner, lease_seconds=5)
+
+    await other.reply_append(reply, {"type": "error", "code": "interrupted"}, terminal=True)
+    info = await first.reply_info(reply)
+    assert info is not None and info.closed and not info.lease_lapsed and info.last_seq == 2
+    assert not await other.reply_renew(reply, holder=winner)  # the lease ends with the log
+    assert not await first.reply_take_over(reply, holder="late")
+
+
+async def test_a_log_without_holder_never_lapses_and_unknown_ones_have_no_info(
+        broker: Broker) -> None:
+    reply = f"nolease-{uuid.uuid4().hex}"
+    assert await broker.reply_info(reply) is None
+    assert not await broker.reply_take_over(reply, holder="w")
+    assert not await broker.reply_renew(reply, holder="w")
+    await broker.reply_start(reply, owner_id="u1", lease_seconds=0.1)
+    await asyncio.sleep(0.3)
+    info = await broker.reply_info(reply)
+    assert info is not None and info.meta == {} and not info.lease_lapsed
+    assert not await broker.reply_take_over(reply, holder="w")
+
+
+async def test_a_reader_waits_longer_than_the_redis_socket_timeout(make: Factory) -> None:
+    # Defaults on purpose: with redis-py's 5 s socket timeout and a 5 s XREAD BLOCK, any
+    # pause of 5 s or more between events (a slow model's first token) was a TimeoutError.
+    broker = make()
+    reply = f"slow-{uuid.uuid4().hex}"
+    await broker.reply_start(reply, owner_id="u1")
+    reader = background(collect(broker, reply, within=20))
+    await asyncio.sleep(6.5)
+    assert not reader.done()
+    await broker.reply_append(reply, chunk(1))
+    await broker.reply_append(reply, COMPLETE, terminal=True)
+    assert await reader == [(1, chunk(1)), (2, COMPLETE)]

@@ -7,19 +7,22 @@
 from __future__ import annotations
 
 from resolvers.kit.broker.base import (
+    DEFAULT_LEASE_SECONDS,
     DEFAULT_RETENTION_SECONDS,
     Broker,
     BrokerClosed,
     Event,
     ReplyClosed,
     ReplyExists,
+    ReplyInfo,
     ReplyNotFound,
     Subscription,
 )
 from resolvers.kit.broker.memory import MemoryBroker
 
-__all__ = ["Broker", "BrokerClosed", "Event", "MemoryBroker", "ReplyClosed", "ReplyExists",
-           "ReplyNotFound", "Subscription", "make_broker"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "Broker", "BrokerClosed", "Event", "MemoryBroker",
+           "ReplyClosed", "ReplyExists", "ReplyInfo", "ReplyNotFound", "Subscription",
+           "make_broker"]
 
 
 def make_broker(

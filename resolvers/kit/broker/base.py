@@ -22,6 +22,13 @@ Shared semantics (both backends, pinned by tests/resolvers/test_broker.py):
   tail), then forgotten. An open log that receives nothing for `open_ttl_seconds` (its
   producer died without appending a terminal event) is forgotten too, and its readers end
   without a terminal event — callers should then report an error to their client.
+- Leases: a log started with a `holder` is *leased* to it for `lease_seconds`; the holder
+  renews it (`reply_renew`) every few seconds while it produces. When the holder dies the
+  lease lapses (`ReplyInfo.lease_lapsed`), and exactly one caller of `reply_take_over` gets
+  the log (atomically, on every worker) so that it can close it. A log started without a
+  holder never lapses. The lease goes with the log's terminal event.
+- `meta` (a JSON dict given to `reply_start`) is kept with the log, for whoever has to
+  finish a reply whose producer died.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import asyncio
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -40,6 +48,22 @@ DEFAULT_RETENTION_SECONDS = 300
 # not live forever.
 DEFAULT_OPEN_TTL_SECONDS = 3600
 DEFAULT_SUBSCRIBER_BUFFER = 256
+# A producer renews its lease about three times per lease: one missed renewal (a busy event
+# loop, a slow Redis reply) does not make a live reply look dead.
+DEFAULT_LEASE_SECONDS = 6.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyInfo:
+    """What the broker knows about one reply log."""
+
+    owner_id: str
+    meta: Event
+    last_seq: int
+    closed: bool
+    # Started with a holder whose lease ran out while the log is still open: its producer
+    # is gone, and the log will never get its terminal event unless somebody closes it.
+    lease_lapsed: bool
 
 
 class ReplyNotFound(LookupError):
@@ -203,8 +227,31 @@ class Broker(Protocol):
         ...
 
     # --- resumable reply logs (numbered chunks) ---
-    async def reply_start(self, reply_id: str, *, owner_id: str) -> None:
-        """Open a new, empty log. Raises ReplyExists if the id is taken."""
+    async def reply_start(self, reply_id: str, *, owner_id: str, meta: Event | None = None,
+                          holder: str | None = None,
+                          lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        """Open a new, empty log. Raises ReplyExists if the id is taken.
+
+        `meta` is kept with the log (`reply_info`). With `holder`, the log is leased to it
+        for `lease_seconds`; the holder must `reply_renew` before the lease runs out."""
+        ...
+
+    async def reply_renew(self, reply_id: str, *, holder: str,
+                          lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
+        """Extend `holder`'s lease. False when the holder no longer has it (it lapsed and
+        somebody took the log over, or the log is closed, unknown or expired): the holder
+        must then stop producing."""
+        ...
+
+    async def reply_take_over(self, reply_id: str, *, holder: str,
+                              lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
+        """Take an open log whose lease lapsed; True for exactly one caller, on any
+        worker. The new holder should close the log (its lease lapses in turn if it dies
+        before doing so)."""
+        ...
+
+    async def reply_info(self, reply_id: str) -> ReplyInfo | None:
+        """Owner, meta, progress and lease state; None when unknown or expired."""
         ...
 
     async def reply_append(self, reply_id: str, event: Event, *, terminal: bool = False) -> int:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from resolvers.kit.broker.base import (
+    DEFAULT_LEASE_SECONDS,
     DEFAULT_OPEN_TTL_SECONDS,
     DEFAULT_RETENTION_SECONDS,
     DEFAULT_SUBSCRIBER_BUFFER,
@@ -16,6 +17,7 @@ from resolvers.kit.broker.base import (
     Event,
     ReplyClosed,
     ReplyExists,
+    ReplyInfo,
     ReplyNotFound,
     Subscription,
     check_durations,
@@ -30,6 +32,10 @@ class _ReplyLog:
     expires_at: float
     events: list[str] = field(default_factory=list)
     closed: bool = False
+    meta: str = "{}"  # JSON, so each reader gets its own copy (as with Redis)
+    holder: str | None = None  # the lease's holder; None: not leased (or closed)
+    lease_until: float = 0.0  # time.monotonic() deadline of the lease
+    leased: bool = False
     # Replaced (after being set) on every append, so each waiter wakes exactly once per
     # change without a lock or a Condition.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -107,14 +113,52 @@ class MemoryBroker:
         for reply_id in [r for r, log in self._logs.items() if now >= log.expires_at]:
             self._logs.pop(reply_id).notify()
 
-    async def reply_start(self, reply_id: str, *, owner_id: str) -> None:
+    async def reply_start(self, reply_id: str, *, owner_id: str, meta: Event | None = None,
+                          holder: str | None = None,
+                          lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self._check_open()
         self._sweep()
         if self._live_log(reply_id) is not None:
             raise ReplyExists(reply_id)
+        now = time.monotonic()
         self._logs[reply_id] = _ReplyLog(
-            owner_id=owner_id, expires_at=time.monotonic() + self.open_ttl_seconds
+            owner_id=owner_id, expires_at=now + self.open_ttl_seconds,
+            meta=encode(meta or {}), holder=holder, leased=holder is not None,
+            lease_until=now + lease_seconds,
         )
+
+    @staticmethod
+    def _lapsed(log: _ReplyLog) -> bool:
+        return log.leased and not log.closed and time.monotonic() >= log.lease_until
+
+    async def reply_renew(self, reply_id: str, *, holder: str,
+                          lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
+        self._check_open()
+        log = self._live_log(reply_id)
+        if log is None or log.closed or log.holder != holder or self._lapsed(log):
+            return False
+        log.lease_until = time.monotonic() + lease_seconds
+        return True
+
+    async def reply_take_over(self, reply_id: str, *, holder: str,
+                              lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
+        self._check_open()
+        log = self._live_log(reply_id)
+        # No await in here: of concurrent callers exactly one wins.
+        if log is None or not self._lapsed(log):
+            return False
+        log.holder = holder
+        log.lease_until = time.monotonic() + lease_seconds
+        return True
+
+    async def reply_info(self, reply_id: str) -> ReplyInfo | None:
+        self._check_open()
+        log = self._live_log(reply_id)
+        if log is None:
+            return None
+        meta: Event = json.loads(log.meta)
+        return ReplyInfo(owner_id=log.owner_id, meta=meta, last_seq=len(log.events),
+                         closed=log.closed, lease_lapsed=self._lapsed(log))
 
     async def reply_append(self, reply_id: str, event: Event, *, terminal: bool = False) -> int:
         self._check_open()
@@ -129,6 +173,7 @@ class MemoryBroker:
         log.events.append(raw)
         if terminal:
             log.closed = True
+            log.holder = None
             log.expires_at = time.monotonic() + self.retention_seconds
         else:
             log.expires_at = time.monotonic() + self.open_ttl_seconds

@@ -7,8 +7,11 @@ Layout (every key and channel starts with `key_prefix`, default "chatstudio:"):
   one Redis connection, not ten thousand. A Redis channel is subscribed while at least one
   local subscriber wants it.
 - reply log: stream `<prefix>reply:{<id>}:log` and hash `<prefix>reply:{<id>}:meta`
-  (owner, last seq, closed flag). The braces are a hash tag: both keys land in the same
-  cluster slot, as the Lua scripts need. Entry ids are `0-<seq>`, so resuming after seq N
+  (owner, last seq, closed flag, the caller's meta JSON, whether it is leased), and the
+  lease `<prefix>reply:{<id>}:lease` (the holder's id, with a PX TTL of the lease: Redis's
+  own clock decides when it lapses, so workers' clocks never have to agree). The braces
+  are a hash tag: all three keys land in the same cluster slot, as the Lua scripts need.
+  Entry ids are `0-<seq>`, so resuming after seq N
   is a plain `XREAD … 0-N`, with no scan for where N was; `seq` is also stored as a field.
   Both keys get a safety TTL (`open_ttl_seconds`, renewed by each append) while the log is
   open and `retention_seconds` after the terminal event.
@@ -34,6 +37,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from resolvers.kit.broker.base import (
+    DEFAULT_LEASE_SECONDS,
     DEFAULT_OPEN_TTL_SECONDS,
     DEFAULT_RETENTION_SECONDS,
     DEFAULT_SUBSCRIBER_BUFFER,
@@ -41,6 +45,7 @@ from resolvers.kit.broker.base import (
     Event,
     ReplyClosed,
     ReplyExists,
+    ReplyInfo,
     ReplyNotFound,
     Subscription,
     check_durations,
@@ -52,10 +57,33 @@ log = logging.getLogger(__name__)
 # Atomic so that a duplicate id can never overwrite a live reply.
 _START_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'seq', 0, 'closed', 0)
+redis.call('DEL', KEYS[2], KEYS[3])
+local leased = 0
+if ARGV[4] ~= '' then
+  leased = 1
+  redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'seq', 0, 'closed', 0, 'meta', ARGV[3],
+           'leased', leased)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
+"""
+
+# The holder keeps its lease only while the lease key still names it.
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Atomic: of the workers that see a lapsed lease at the same moment, exactly one gets it.
+_TAKE_OVER_LUA = """
+if redis.call('HGET', KEYS[1], 'closed') ~= '0' then return 0 end
+if redis.call('HGET', KEYS[1], 'leased') ~= '1' then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
 """
 
 # Atomic so that concurrent appenders (any worker) get unique, increasing numbers and the
@@ -76,6 +104,7 @@ local ttl = ARGV[4]
 if ARGV[2] == '1' then
   ttl = ARGV[3]
   redis.call('HSET', KEYS[1], 'closed', 1, 'token', ARGV[5])
+  redis.call('DEL', KEYS[3])
 else
   redis.call('HSET', KEYS[1], 'token', ARGV[5])
 end
@@ -129,15 +158,22 @@ class RedisBroker:
         self._heartbeat_seconds = heartbeat_seconds
         self._read_block_ms = max(1, int(read_block_seconds * 1000))
         self._subscribe_timeout = subscribe_timeout_seconds
-        # No socket_timeout: XREAD BLOCK and the pub/sub reader legitimately wait longer
-        # than any sensible read timeout. Keepalive still notices a dead peer.
+        # redis-py's default socket_timeout (5 s) also bounds blocking commands: an
+        # `XREAD BLOCK 5000` then fails with TimeoutError exactly when the block ends, which
+        # turned every 5 s pause of a model into a 500 (redis-py issues #2807, #3138). The
+        # timeout must outlast the block; it still notices a dead server. The pub/sub
+        # reader blocks without any timeout (get_message(timeout=None)), keepalive covers it.
+        self.socket_timeout = read_block_seconds + 10.0
         # Named so that CLIENT LIST shows whose connections these are.
         self.client_name = f"{key_prefix}broker:{self.worker_id}"
         self._redis = Redis.from_url(
-            url, decode_responses=True, socket_keepalive=True, client_name=self.client_name
+            url, decode_responses=True, socket_keepalive=True, client_name=self.client_name,
+            socket_timeout=self.socket_timeout, socket_connect_timeout=5.0,
         )
         self._start_script = self._redis.register_script(_START_LUA)
         self._append_script = self._redis.register_script(_APPEND_LUA)
+        self._renew_script = self._redis.register_script(_RENEW_LUA)
+        self._take_over_script = self._redis.register_script(_TAKE_OVER_LUA)
         self._closed = False
 
         # pub/sub state; changes to which channels Redis has are serialised by _sub_lock.
@@ -161,6 +197,9 @@ class RedisBroker:
     def _reply_keys(self, reply_id: str) -> tuple[str, str]:
         base = f"{self.key_prefix}reply:{{{reply_id}}}"
         return f"{base}:meta", f"{base}:log"
+
+    def _lease_key(self, reply_id: str) -> str:
+        return f"{self.key_prefix}reply:{{{reply_id}}}:lease"
 
     @property
     def _workers_key(self) -> str:
@@ -275,21 +314,54 @@ class RedisBroker:
                         del self._acks[channel]
 
     # --- reply logs ---
-    async def reply_start(self, reply_id: str, *, owner_id: str) -> None:
+    async def reply_start(self, reply_id: str, *, owner_id: str, meta: Event | None = None,
+                          holder: str | None = None,
+                          lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self._check_open()
-        meta, stream = self._reply_keys(reply_id)
+        meta_key, stream = self._reply_keys(reply_id)
         created = await self._start_script(
-            keys=[meta, stream], args=[owner_id, int(self.open_ttl_seconds * 1000)]
+            keys=[meta_key, stream, self._lease_key(reply_id)],
+            args=[owner_id, int(self.open_ttl_seconds * 1000), encode(meta or {}),
+                  holder or "", max(1, int(lease_seconds * 1000))],
         )
         if not created:
             raise ReplyExists(reply_id)
+
+    async def reply_renew(self, reply_id: str, *, holder: str,
+                          lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
+        self._check_open()
+        renewed = await self._renew_script(
+            keys=[self._lease_key(reply_id)], args=[holder, max(1, int(lease_seconds * 1000))])
+        return bool(renewed)
+
+    async def reply_take_over(self, reply_id: str, *, holder: str,
+                              lease_seconds: float = DEFAULT_LEASE_SECONDS) -> bool:
+        self._check_open()
+        meta_key, _ = self._reply_keys(reply_id)
+        taken = await self._take_over_script(
+            keys=[meta_key, self._lease_key(reply_id)],
+            args=[holder, max(1, int(lease_seconds * 1000))])
+        return bool(taken)
+
+    async def reply_info(self, reply_id: str) -> ReplyInfo | None:
+        self._check_open()
+        meta_key, _ = self._reply_keys(reply_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(meta_key, ["owner", "seq", "closed", "meta", "leased"])
+            pipe.exists(self._lease_key(reply_id))
+            (owner, seq, closed, meta, leased), lease_exists = await pipe.execute()
+        if owner is None:
+            return None
+        return ReplyInfo(owner_id=str(owner), meta=json.loads(meta or "{}"),
+                         last_seq=int(seq or 0), closed=closed == "1",
+                         lease_lapsed=leased == "1" and closed != "1" and not lease_exists)
 
     async def reply_append(self, reply_id: str, event: Event, *, terminal: bool = False) -> int:
         self._check_open()
         meta, stream = self._reply_keys(reply_id)
         seq = int(
             await self._append_script(
-                keys=[meta, stream],
+                keys=[meta, stream, self._lease_key(reply_id)],
                 args=[
                     encode(event),
                     "1" if terminal else "0",
