@@ -1,6 +1,7 @@
 """Assembly: create_app(), the lifespan, mounting. Nothing else.
 
-Run: `uvicorn server:create_app --factory` or `python -m server` (reads HOST/PORT/WORKERS).
+Run: `chat-studio serve`, `python -m server` (both read HOST/PORT/WORKERS), `uvicorn server:app`
+(the guide's habit) or `uvicorn server:create_app --factory`.
 """
 
 from __future__ import annotations
@@ -67,6 +68,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # path= rather than prefix=: the route keeps its full template (/graphql) for metrics.
     app.include_router(GraphQLRouter(schema, settings, path="/graphql"))
     return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`server.app`, built from the environment on first access (`uvicorn server:app`).
+
+    Importing this module builds nothing: tests and `create_app(settings)` callers never pay
+    for (or depend on) an app made from the environment.
+    """
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app  # later lookups find it without coming back here
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
