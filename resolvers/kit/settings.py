@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     # GraphQL: refused before execution. Introspection and GraphiQL: empty means on, except
     # with ENVIRONMENT=production.
     graphql_max_depth: int = Field(10, ge=1)
+    # Depth counting introspection fields too (GraphiQL's schema query is 15 deep).
+    graphql_max_introspection_depth: int = Field(20, ge=1)
     graphql_max_aliases: int = Field(15, ge=0)
     graphql_max_tokens: int = Field(2000, ge=10)
     graphql_max_document_bytes: int = Field(20 * 1024, ge=256)
