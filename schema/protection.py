@@ -25,6 +25,7 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationRule,
@@ -98,8 +99,10 @@ def full_depth_limit(limit: int) -> type[ValidationRule]:
                             memo[key] = 0  # a fragment cycle (invalid anyway) ends here
                             memo[key] = depth(fragment.selection_set, budget)
                         found = memo[key]
-                    else:  # inline fragment
+                    elif isinstance(selection, InlineFragmentNode):
                         found = depth(selection.selection_set, budget)
+                    else:
+                        continue
                     deepest = max(deepest, found)
                     if deepest > budget:
                         break
