@@ -31,7 +31,7 @@ pytest: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy models resolvers schema compat_rest.py compat_ws.py middleware.py server.py \
-		main.py chat_studio_cli.py
+		main.py chat_studio_cli.py explorers.py
 
 ## Rewrite schema.graphql from the code (tests/test_schema_snapshot.py compares them).
 schema: install

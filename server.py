@@ -17,6 +17,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 
 import compat_rest
 import compat_ws
+import explorers
 import middleware
 from resolvers.assembly import running_services
 from resolvers.kit import metrics
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=compat_rest.API_VERSION,
         description="The documented REST contract. GraphQL (with GraphiQL) is at /graphql.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from explorers.install: no CDN
+        redoc_url=None,
     )
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(
@@ -64,9 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     middleware.install(app, max_body_bytes=settings.max_body_bytes)
     compat_rest.install(app)
     compat_ws.install(app)
+    explorers.install(app)
     schema = build_schema(limits=Limits.from_settings(settings))
     # path= rather than prefix=: the route keeps its full template (/graphql) for metrics.
-    app.include_router(GraphQLRouter(schema, settings, path="/graphql"))
+    app.include_router(GraphQLRouter(schema, settings, path="/graphql",
+                                     ide_html=explorers.graphiql_html))
     return app
 
 
