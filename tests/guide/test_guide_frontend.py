@@ -174,4 +174,6 @@ def test_guide_typing_reaches_the_other_tab(node_modules: Path, server: LiveServ
                                             account: dict[str, str], tmp_path: Path) -> None:
     out = run_guide(node_modules, server, "typing", tmp_path, **account)
     assert [m["type"] for m in out["first"]] == ["auth_ok"], "the typing tab got an answer"
-    assert out["delivered"] == {"type": "user_typing", "user_id": account["user_id"]}, out
+    delivered = out["delivered"]
+    assert delivered is not None, out
+    assert (delivered["type"], delivered["user_id"]) == ("user_typing", account["user_id"])
