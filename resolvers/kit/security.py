@@ -43,7 +43,8 @@ class Security:
 
     # --- passwords (CPU-bound: callers run these in a thread) ---
     def hash_password(self, password: str) -> str:
-        return self._passwords.hash(password)
+        hashed: str = self._passwords.hash(password)
+        return hashed
 
     def verify_password(self, password: str, password_hash: str | None) -> bool:
         if password_hash is None:

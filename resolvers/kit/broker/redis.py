@@ -435,5 +435,5 @@ class RedisBroker:
                     pipe.srem(self._workers_key, self.worker_id)
                     await pipe.execute()
         if self._pubsub is not None:
-            await self._pubsub.aclose()
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         await self._redis.aclose()
