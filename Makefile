@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 
 ## Install, migrate (at start) and serve on http://127.0.0.1:8000 (GraphiQL at /graphql).
 run: install
-	$(PY) -m server
+	$(VENV)/bin/chat-studio serve
 
 ## Install, lint and run every test (PostgreSQL and Redis suites need those servers).
 test: install lint pytest
@@ -30,14 +30,15 @@ pytest: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m mypy models resolvers schema compat_rest.py compat_ws.py middleware.py server.py
+	$(PY) -m mypy models resolvers schema compat_rest.py compat_ws.py middleware.py server.py \
+		main.py chat_studio_cli.py explorers.py
 
 ## Rewrite schema.graphql from the code (tests/test_schema_snapshot.py compares them).
 schema: install
 	$(PY) -c "from schema import schema; open('schema.graphql', 'w').write(schema.as_str() + '\n')"
 
 migrate: install
-	$(PY) -m resolvers.kit.migrate
+	$(VENV)/bin/chat-studio migrate
 
 bench: install
 	$(PY) -m bench

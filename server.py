@@ -1,6 +1,7 @@
 """Assembly: create_app(), the lifespan, mounting. Nothing else.
 
-Run: `uvicorn server:create_app --factory` or `python -m server` (reads HOST/PORT/WORKERS).
+Run: `chat-studio serve`, `python -m server` (both read HOST/PORT/WORKERS), `uvicorn server:app`
+(the guide's habit) or `uvicorn server:create_app --factory`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 
 import compat_rest
 import compat_ws
+import explorers
 import middleware
 from resolvers.assembly import running_services
 from resolvers.kit import metrics
@@ -128,6 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         description="The documented REST contract. GraphQL (with GraphiQL) is at /graphql.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from explorers.install: no CDN
+        redoc_url=None,
     )
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(
@@ -141,10 +145,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     middleware.install(app, max_body_bytes=settings.max_body_bytes)
     compat_rest.install(app)
     compat_ws.install(app)
+    explorers.install(app)
     schema = build_schema(limits=Limits.from_settings(settings))
     # path= rather than prefix=: the route keeps its full template (/graphql) for metrics.
-    app.include_router(GraphQLRouter(schema, settings, path="/graphql"))
+    app.include_router(GraphQLRouter(schema, settings, path="/graphql",
+                                     ide_html=explorers.graphiql_html))
     return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`server.app`, built from the environment on first access (`uvicorn server:app`).
+
+    Importing this module builds nothing: tests and `create_app(settings)` callers never pay
+    for (or depend on) an app made from the environment.
+    """
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app  # later lookups find it without coming back here
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:

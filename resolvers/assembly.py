@@ -36,6 +36,7 @@ def llm_config(settings: Settings) -> LLMConfig:
         embedded_model_path=settings.embedded_model_path or None,
         embedded_threads=settings.embedded_threads or None,
         default_model=settings.default_model or None,
+        model_aliases=settings.model_aliases,
         connect_timeout=settings.provider_connect_timeout,
         stall_timeout=settings.provider_stall_timeout,
     )

@@ -10,17 +10,20 @@ Strawberry 0.341 answers `application/json` only. What is added here:
 - Transport errors are GraphQL-shaped JSON (`{"errors":[{"message": ...}]}`), not plain text;
   a mutation over GET is 405 with `Allow: POST`; an unsupported Content-Type is 415.
 - Batching stays off (Strawberry's default): a JSON array body is refused with 400.
-- GraphiQL follows GRAPHIQL (off in production unless enabled).
+- GraphiQL follows GRAPHIQL (off in production unless enabled); its page comes from
+  `ide_html(root_path)` when given (server.py passes explorers.graphiql_html: assets served
+  by the app, no CDN).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import strawberry
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
@@ -74,9 +77,16 @@ def _is_request_error(result: ExecutionResult) -> bool:
 class GraphQLRouter(RealtimeRouter):
     """The realtime router (subscriptions, connect-time auth) plus GraphQL-over-HTTP."""
 
-    def __init__(self, schema: strawberry.Schema, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, schema: strawberry.Schema, settings: Settings, *,
+                 ide_html: Callable[[str], str] | None = None, **kwargs: Any) -> None:
         super().__init__(schema, settings, **kwargs)
         self.graphql_ide = "graphiql" if settings.graphiql_enabled else None
+        self.ide_html = ide_html
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        if self.ide_html is None:
+            return await super().render_graphql_ide(request)
+        return HTMLResponse(self.ide_html(request.scope.get("root_path", "")))
 
     def _error(self, status: int, message: str, media: str | None,
                headers: dict[str, str] | None = None) -> Response:

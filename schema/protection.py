@@ -2,7 +2,9 @@
 
 - document size (bytes of the query text, checked before parsing),
 - tokens (graphql-core stops parsing past the limit: MaxTokensLimiter),
-- depth (QueryDepthLimiter) and aliases (MaxAliasesLimiter), validation rules,
+- depth (QueryDepthLimiter) and aliases (MaxAliasesLimiter), validation rules; and depth
+  counting introspection fields too (QueryDepthLimiter skips every `__` field, so a 50-deep
+  `__schema { types { ofType { ofType ... } } }` would pass it): FullDepthLimit,
 - introspection (off in production unless GRAPHQL_INTROSPECTION=true),
 - parse and validation caches (ParserCache, ValidationCache; bounded LRUs),
 - operation metrics (by name, type and outcome).
@@ -18,7 +20,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from graphql import GraphQLError, parse
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationRule,
+    parse,
+)
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -39,6 +51,8 @@ CACHE_SIZE = 256  # distinct documents kept parsed and validated (per process)
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_depth: int = 10
+    # Introspection included. GraphiQL's own schema query is 15 deep (TypeRef's ofType chain).
+    max_introspection_depth: int = 20
     max_aliases: int = 15
     max_tokens: int = 2000
     max_document_bytes: int = 20 * 1024
@@ -47,10 +61,60 @@ class Limits:
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         return cls(max_depth=settings.graphql_max_depth,
+                   max_introspection_depth=settings.graphql_max_introspection_depth,
                    max_aliases=settings.graphql_max_aliases,
                    max_tokens=settings.graphql_max_tokens,
                    max_document_bytes=settings.graphql_max_document_bytes,
                    introspection=settings.introspection_enabled)
+
+
+def full_depth_limit(limit: int) -> type[ValidationRule]:
+    """A validation rule: no operation deeper than `limit`, counting every field (introspection
+    included) and following fragments. Linear in the document (fragment depths are memoized)
+    and never recursing deeper than `limit`."""
+
+    class FullDepthLimit(ValidationRule):
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_: object) -> None:
+            fragments = {d.name.value: d for d in self.context.document.definitions
+                         if isinstance(d, FragmentDefinitionNode)}
+            memo: dict[tuple[str, int], int] = {}
+
+            def depth(selection_set: SelectionSetNode, budget: int) -> int:
+                """The exact depth when it is at most `budget`, else some number above it."""
+                deepest = 0
+                for selection in selection_set.selections:
+                    if isinstance(selection, FieldNode):
+                        if selection.selection_set is None:
+                            found = 1
+                        elif budget < 1:
+                            found = budget + 2
+                        else:
+                            found = 1 + depth(selection.selection_set, budget - 1)
+                    elif isinstance(selection, FragmentSpreadNode):
+                        key = (selection.name.value, budget)
+                        fragment = fragments.get(key[0])
+                        if fragment is None:
+                            continue  # reported by graphql-core's own rules
+                        if key not in memo:
+                            memo[key] = 0  # a fragment cycle (invalid anyway) ends here
+                            memo[key] = depth(fragment.selection_set, budget)
+                        found = memo[key]
+                    elif isinstance(selection, InlineFragmentNode):
+                        found = depth(selection.selection_set, budget)
+                    else:
+                        continue
+                    deepest = max(deepest, found)
+                    if deepest > budget:
+                        break
+                return deepest
+
+            if depth(node.selection_set, limit) > limit:
+                name = node.name.value if node.name else "anonymous"
+                self.report_error(GraphQLError(
+                    f"'{name}' exceeds maximum operation depth of {limit} (introspection "
+                    "fields included)", node))
+
+    return FullDepthLimit
 
 
 class DocumentTooLarge(GraphQLError):
@@ -130,6 +194,7 @@ def extensions(limits: Limits) -> list[ExtensionFactory]:
     rules = [
         *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
+        full_depth_limit(max(limits.max_depth, limits.max_introspection_depth)),
     ]
     if not limits.introspection:
         rules.extend(DisableIntrospection().validation_rules)

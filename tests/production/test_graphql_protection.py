@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import get_introspection_query
 from strawberry.extensions.validation_cache import _get_validate_cache
 
 from schema.protection import CACHE_SIZE
@@ -206,3 +207,30 @@ async def test_unsupported_content_type(http: httpx.AsyncClient) -> None:
     assert response.status_code == 415
     response = await http.post("/graphql")
     assert 400 <= response.status_code < 500
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
+async def test_deep_introspection_is_refused_before_execution(serve: Serve,
+                                                              environment: str) -> None:
+    # QueryDepthLimiter alone skips `__` fields: a 50-deep introspection document would run.
+    server = serve(environment=environment, graphql_introspection=True)
+    query = "{ __schema { types { " + "ofType { " * 50 + "name" + " }" * 50 + " } } }"
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await gql(http, query, accept=GRJ)
+        assert response.status_code == 400
+        body = response.json()
+        assert "data" not in body
+        assert body["errors"][0]["message"] == (
+            "'anonymous' exceeds maximum operation depth of 20 (introspection fields included)")
+        # The same depth through fragments is counted too.
+        fragments = "query Deep { __schema { types { ...T0 } } } " + " ".join(
+            f"fragment T{i} on __Type {{ ofType {{ ...T{i + 1} }} }}" for i in range(25)
+        ) + " fragment T25 on __Type { name }"
+        body = (await gql(http, fragments)).json()
+        assert body["data"] is None
+        assert "'Deep' exceeds maximum operation depth of 20" in body["errors"][0]["message"]
+        # GraphiQL's own schema query (15 deep) still works.
+        standard = get_introspection_query(descriptions=True, input_value_deprecation=True)
+        body = (await gql(http, standard)).json()
+        assert "errors" not in body, body["errors"]
+        assert body["data"]["__schema"]["queryType"]["name"] == "Query"
