@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from models import User
 from resolvers import auth, conversations, stats
@@ -165,30 +165,41 @@ async def until_revoked(events: AsyncGenerator[tuple[int, ReplyEvent], None],
     """A reader's `events`, cut short when `revoked` returns (the reader's token was revoked:
     logout everywhere, deletion, expiry): then a terminal `unauthenticated` error and the
     end. Only the reader stops; the reply itself runs on and is kept."""
-    watch = asyncio.ensure_future(revoked)
+    watch: asyncio.Future[str] | None = asyncio.ensure_future(revoked)
+    step: asyncio.Future[tuple[int, ReplyEvent]] | None = None
     seq = 0
     try:
         while True:
-            step = asyncio.ensure_future(anext(events))
-            await asyncio.wait({step, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if step is None:
+                step = asyncio.ensure_future(anext(events))
+            waiting: set[asyncio.Future[Any]] = {step} if watch is None else {step, watch}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if step.done():
+                done, step = step, None
                 try:
-                    seq, event = step.result()
+                    seq, event = done.result()
                 except StopAsyncIteration:
                     return
                 yield seq, event
                 continue
-            step.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                await step
-            reason = watch.result() if not watch.cancelled() else "revoked"
-            yield seq, ChatError(code="unauthenticated", message=f"Token {reason}",
+            assert watch is not None  # only the watch can have finished first
+            if watch.cancelled() or watch.exception() is not None:
+                # The revocation check itself failed (a broker outage): keep the reader's
+                # stream rather than cut a healthy reply; the step is still pending.
+                log.warning("revocation watch of reply %s failed; the stream goes on",
+                            request_id, exc_info=None if watch.cancelled() else watch.exception())
+                watch = None
+                continue
+            yield seq, ChatError(code="unauthenticated", message=f"Token {watch.result()}",
                                  request_id=request_id)
             return
     finally:
-        watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await watch
+        # Closed early (the client left) or revoked: nothing may still be waiting on
+        # `events` when it is closed ("aclose(): asynchronous generator is already running").
+        pending = [task for task in (step, watch) if task is not None]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await events.aclose()
 
 
