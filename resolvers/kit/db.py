@@ -25,11 +25,13 @@ log = logging.getLogger("chat_studio.db")
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL lets readers run while a writer commits; busy_timeout rides out short write locks.
+    # busy_timeout first: it rides out short write locks, including the one switching to WAL
+    # takes while another process (a worker starting at the same time) holds the file.
+    # WAL lets readers run while a writer commits.
+    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
 
