@@ -286,8 +286,11 @@ async def root() -> dict[str, Any]:
     }
 
 
-@router.get("/health", tags=["meta"], summary="Health check (503 when the database is down)")
+@router.get("/health", tags=["meta"],
+            summary="Readiness: 503 when the database (or Redis, when configured) is down")
 async def health(services: ServicesDep) -> JSONResponse:
+    """Ready to serve chat: 200 `healthy`, or 503 `unhealthy` while a dependency chat needs
+    is down (`database`/`redis` say which). For load balancers and readiness probes."""
     report = await health_check(services)
     body = {
         "status": report.status,
@@ -300,6 +303,14 @@ async def health(services: ServicesDep) -> JSONResponse:
         "version": report.version,
     }
     return JSONResponse(body, status_code=200 if report.status == "healthy" else 503)
+
+
+@router.get("/health/live", tags=["meta"], summary="Liveness: the process answers")
+async def health_live() -> dict[str, str]:
+    """200 while the process serves HTTP, whatever its dependencies do: for orchestrators
+    that restart a process only when it is stuck (restarting would not bring a database
+    back)."""
+    return {"status": "alive"}
 
 
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {
@@ -461,10 +472,14 @@ async def event_stream(services: Services, user: User, request_id: str,
     async def body() -> AsyncIterator[bytes]:
         # A client that hangs up only stops this reader; the reply is still generated and
         # kept by its own task.
+        seq = first_seq
         try:
             yield sse(first_seq, first)
             async for seq, event in events:
                 yield sse(seq, event)
+        except AppError as exc:  # e.g. Redis went down mid-reply: say so, then end
+            yield sse(seq, {"type": "error", "code": exc.code.lower(), "message": exc.message,
+                            "request_id": request_id})
         finally:
             await events.aclose()
 

@@ -14,7 +14,8 @@ interleave, each event carrying its `request_id` and `seq`.
     → {"type":"typing"}                       (the user's other sockets in that conversation
                                                get {"type":"user_typing",…})
 Close codes: 4401 unauthenticated (timeout, bad or expired token, logout everywhere, account
-deleted), 4403 the token belongs to another user than the path's.
+deleted), 4403 the token belongs to another user than the path's, 1013 the database is down
+while authenticating (try again later).
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from models import User
 from resolvers import auth, chat, live, presence, validation
 from resolvers.kit.clock import now_ms
-from resolvers.kit.errors import AppError, BadInput, ProviderTimeout
+from resolvers.kit.errors import AppError, BadInput, ProviderTimeout, Unavailable
 from resolvers.services import Services
 
 log = logging.getLogger("chat_studio.ws")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: the database is down while authenticating
 # Bounds per socket: joined conversations and replies read at the same time.
 MAX_CONVERSATIONS = 100
 MAX_READERS = 32
@@ -178,6 +180,10 @@ class Connection:
         try:
             async with self.services.db.session() as session:  # short: sockets hold none
                 user = await auth.authenticate(session, self.services.security, token)
+        except Unavailable as exc:  # an outage, not a bad token: 1013 "try again later"
+            await self.send(error(error_code(exc), exc.message))
+            await self.close(CLOSE_TRY_AGAIN_LATER, exc.message)
+            return False
         except AppError as exc:
             await self.send(error("unauthenticated", exc.message))
             await self.close(CLOSE_UNAUTHENTICATED, exc.message)

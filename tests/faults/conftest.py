@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.chat.support import FakeThread
 from tests.conftest import IN_CI, free_port
 
 SHARED_REDIS_URL = os.environ.get("TEST_REDIS_URL_FAULTS", "redis://127.0.0.1:6379/12")
@@ -154,3 +155,14 @@ def own_postgres() -> Iterator[OwnPostgres]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture(scope="session")
+def provider_fakes() -> Iterator[FakeThread]:
+    """Fake OpenAI/Anthropic/Gemini servers speaking the real wire formats."""
+    fakes = FakeThread()
+    fakes.start()
+    try:
+        yield fakes
+    finally:
+        fakes.stop()
