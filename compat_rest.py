@@ -4,10 +4,13 @@ operations as GraphQL. Thin: parse, call resolvers/, shape the answer. No busine
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,7 +48,7 @@ class RefreshBody(BaseModel):
 
 class LogoutBody(BaseModel):
     refresh_token: str | None = Field(default=None, max_length=512)
-    everywhere: bool = False
+    everywhere: StrictBool = False
 
 
 class TokenOut(BaseModel):
@@ -62,13 +65,20 @@ class UserOut(BaseModel):
     created_at: str
 
 
+# JSON types are taken as they are: `true` is not a number, "0.5" is not a number, 1.5 is not
+# an integer, NaN/Infinity (which Python's JSON parser lets through) are not numbers at all.
+StrictInt = Annotated[int, Field(strict=True)]
+StrictFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+StrictBool = Annotated[bool, Field(strict=True)]
+
+
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str | None = None
     content: str
     role: Literal["user", "assistant", "system"]
-    timestamp: int | None = None
-    tokens: int | None = Field(default=None, ge=0)
+    timestamp: StrictInt | None = None
+    tokens: StrictInt | None = Field(default=None, ge=0)
     model: str | None = None
 
 
@@ -82,7 +92,7 @@ class ConversationIn(BaseModel):
     messages: list[MessageIn] = Field(default_factory=list)
     model: str
     systemPrompt: str | None = None
-    createdAt: int | None = None
+    createdAt: StrictInt | None = None
     updatedAt: int | None = None
     userId: str | None = None
 
@@ -124,7 +134,7 @@ class ChatMessageIn(BaseModel):
     id: str | None = None
     content: str
     role: Literal["user", "assistant", "system"]
-    timestamp: int | None = None
+    timestamp: StrictInt | None = None
 
 
 class ChatRequest(BaseModel):
@@ -134,9 +144,9 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     messages: list[ChatMessageIn] = Field(min_length=1)
     model: str | None = None
-    temperature: float = Field(0.7, ge=0, le=2)
-    max_tokens: int = Field(2048, ge=1, le=4096)
-    stream: bool = False
+    temperature: StrictFloat = Field(0.7, ge=0, le=2)
+    max_tokens: StrictInt = Field(2048, ge=1, le=4096)
+    stream: StrictBool = False
     conversation_id: str | None = None
     request_id: str | None = None
     system_prompt: str | None = None
@@ -556,7 +566,7 @@ def error_response(exc: AppError) -> JSONResponse:
     body: dict[str, Any] = {"detail": detail}
     if "available" in exc.extra:
         body["available"] = exc.extra["available"]
-    return JSONResponse(body, status_code=exc.http_status, headers=headers)
+    return JSONResponse(json_safe(body), status_code=exc.http_status, headers=headers)
 
 
 async def _app_error_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -564,7 +574,29 @@ async def _app_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+def json_safe(value: Any) -> Any:
+    """`value` as JSON can carry it: errors echo what the client sent, which may hold NaN or
+    Infinity (no JSON number) or lone surrogates (no UTF-8) — echoed as is, the error itself
+    would fail to encode and become a 500."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {json_safe(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+async def _validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422 shape, made safe to encode (see json_safe)."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
 def install(app: FastAPI) -> None:
     """Mount the REST routes and the one AppError → HTTP status mapping."""
     app.include_router(router)
     app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)

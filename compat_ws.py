@@ -105,6 +105,34 @@ def chat_params(data: dict[str, Any]) -> chat.ChatParams:
     )
 
 
+class InvalidMessage(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def parse_message(raw: str | bytes) -> dict[str, Any]:
+    """A client frame → a JSON object whose `type` is a string; raises InvalidMessage (an
+    `error` frame is sent back; bad input never closes the socket)."""
+    try:
+        data = json.loads(raw)
+        # JSON can spell a lone surrogate ("\ud800"); no UTF-8 can hold it, so no answer
+        # echoing it could be sent.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage("invalid_json", "The message is not valid Unicode text (a lone "
+                             "UTF-16 surrogate such as \\ud800)") from exc
+    except RecursionError as exc:
+        raise InvalidMessage("invalid_json", "The message is nested too deeply") from exc
+    except ValueError as exc:  # also invalid UTF-8 in a binary frame
+        raise InvalidMessage("invalid_json", "The message is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise InvalidMessage("invalid_json", "The message must be a JSON object")
+    if not isinstance(data.get("type"), str):
+        raise InvalidMessage("unknown_type", "The message needs a string `type`")
+    return data
+
+
 class Connection:
     """One /ws/{user_id} socket."""
 
@@ -220,12 +248,9 @@ class Connection:
                                       f"Messages are limited to {limit} bytes"))
                 continue
             try:
-                data = json.loads(text if text is not None else (data_bytes or b""))
-            except ValueError:
-                await self.send(error("invalid_json", "The message is not valid JSON"))
-                continue
-            if not isinstance(data, dict):
-                await self.send(error("invalid_json", "The message must be a JSON object"))
+                data = parse_message(text if text is not None else (data_bytes or b""))
+            except InvalidMessage as exc:
+                await self.send(error(exc.code, exc.message))
                 continue
             await self.dispatch(data)
 

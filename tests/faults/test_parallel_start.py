@@ -13,17 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
 
 from resolvers.kit.db import Database
-from tests.conftest import POSTGRES_URL, _unreachable, free_port
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 6
@@ -46,35 +43,6 @@ def _upgrade_in_process(url: str, barrier: multiprocessing.synchronize.Barrier,
         results.put("ok")
     except BaseException as exc:
         results.put(f"{type(exc).__name__}: {exc}")
-
-
-@pytest.fixture
-def fresh_postgres_url() -> Iterator[str]:
-    """An empty PostgreSQL database (not migrated), dropped afterwards."""
-    name = f"chatstudio_fresh_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        _unreachable("PostgreSQL", exc)
-    base, _, _ = POSTGRES_URL.rpartition("/")
-    yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
-    url: str = request.getfixturevalue("fresh_postgres_url")
-    return url
 
 
 async def _tables(url: str) -> tuple[set[str], list[str]]:
