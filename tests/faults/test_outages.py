@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests.chat.support import FakeThread
 from tests.conftest import LiveServer, bearer, make_settings
 from tests.faults.conftest import OwnPostgres, OwnRedis
-from tests.realtime.clients import close_code, recv_json, recv_until
+from tests.realtime.clients import GraphQLWS, close_code, recv_json, recv_until
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def outage_lines(caplog: pytest.LogCaptureFixture, dependency: str) -> tuple[int
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [f"{r.name}: {r.getMessage()}" for r in caplog.records
-            if r.exc_info and r.name.startswith("chat_studio")]
+            if r.exc_info and r.name.startswith(("chat_studio", "resolvers"))]
 
 
 def fake_openai(fakes: FakeThread) -> dict[str, Any]:
@@ -132,6 +132,8 @@ CHAT = {"messages": [{"role": "user", "content": "Hello"}]}
 LIST_CONVERSATIONS = "{ conversations(first: 5) { totalCount } }"
 LOGIN = ("mutation($u: String!, $p: String!) { login(input: {username: $u, password: $p}) "
          "{ accessToken } }")
+CHAT_STREAM = ('subscription { chatStream(input: {messages: [{role: user, content: "Hi"}]}) '
+               "{ __typename } }")
 CHAT_MUTATION = ('mutation { chat(input: {messages: [{role: user, content: "Hi"}]}) '
                  "{ content } }")
 
@@ -241,6 +243,15 @@ async def test_redis_down_answers_503_everywhere_then_recovers(
             assert gql_code(await gql(client, CHAT_MUTATION)) == "SERVICE_UNAVAILABLE"
             error = await ws_chat_error(ws)
             assert error["code"] == "service_unavailable", error
+            # A GraphQL subscription gets a coded error; its connection stays usable.
+            async with GraphQLWS.connect(server.ws_url, "graphql-transport-ws") as gws:
+                assert (await gws.init({"token": client.token}))["type"] == "connection_ack"
+                await gws.subscribe("1", CHAT_STREAM)
+                payload = await gws.next("1", ANSWER_WITHIN_SECONDS)
+                assert payload is not None, "no error for the subscription"
+                assert payload["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+                await gws.send({"type": "ping"})
+                assert (await recv_until(gws.ws, "pong"))["type"] == "pong"
             for _ in range(5):  # more traffic: still one log line
                 await http.post("/api/chat", headers=headers, json=CHAT)
 

@@ -231,6 +231,10 @@ class RedisBroker:
             del self._subs[sub.channel]
             try:
                 await self._pubsub.unsubscribe(sub.channel)
+            except CONNECTION_ERRORS as exc:
+                # Redis is down: logged once per outage; redis-py resubscribes only what it
+                # still lists once it reconnects.
+                unavailable(exc)
             except RedisError:
                 # The connection is gone; redis-py resubscribes only what it still lists.
                 log.warning("UNSUBSCRIBE %s failed", sub.channel, exc_info=True)
@@ -364,8 +368,11 @@ class RedisBroker:
             self._heartbeat = asyncio.create_task(self._beat(), name="broker-heartbeat")
         try:
             await self._store_count()
-        except (RedisError, OSError):
-            # A statistic must never break a chat connection; the heartbeat catches up.
+        except CONNECTION_ERRORS as exc:
+            # A statistic must never break a chat connection; the heartbeat catches up. An
+            # outage is logged once (kit/redis_client.py), not per connection.
+            unavailable(exc)
+        except RedisError:
             log.warning("could not store the connection count", exc_info=True)
 
     async def _store_count(self) -> None:
