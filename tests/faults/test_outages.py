@@ -22,7 +22,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.chat.support import FakeThread
+from tests.chat.support import FakeThread, sse_events
 from tests.conftest import LiveServer, bearer, make_settings
 from tests.faults.conftest import OwnPostgres, OwnRedis
 from tests.realtime.clients import GraphQLWS, close_code, recv_json, recv_until
@@ -269,3 +269,28 @@ async def test_redis_down_answers_503_everywhere_then_recovers(
             await ws.close()
     assert outage_lines(caplog, "redis") == (1, 1)
     assert tracebacks(caplog) == []
+
+
+async def test_redis_dying_mid_reply_ends_the_stream_with_an_error_event(
+        own_redis: OwnRedis, provider_fakes: FakeThread, tmp_path: Path) -> None:
+    """An SSE reader whose reply log disappears with Redis gets a terminal `error` event
+    (`service_unavailable`) promptly, instead of a cut body or a hang."""
+    settings = make_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path}/c.db",
+                             redis_url=own_redis.url, **fake_openai(provider_fakes))
+    provider_fakes.openai.chunks = [f"part {i} " for i in range(40)]
+    provider_fakes.openai.chunk_delay = 0.1
+    with LiveServer.running(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            client = await new_client(server, http)
+            async with http.stream("POST", "/api/chat", headers=bearer(client.token),
+                                   json={**CHAT, "stream": True}) as response:
+                assert response.status_code == 200
+                events = sse_events(response)
+                first = await anext(events)
+                assert first.type == "chat_chunk"
+                own_redis.kill()
+                started = time.monotonic()
+                rest = [event async for event in events]
+                assert time.monotonic() - started < ANSWER_WITHIN_SECONDS
+    assert rest, "the stream ended without a terminal event"
+    assert rest[-1].type == "error" and rest[-1].data["code"] == "service_unavailable", rest
