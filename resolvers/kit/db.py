@@ -48,7 +48,7 @@ def is_outage(exc: BaseException) -> bool:
             if current.connection_invalidated:
                 return True
             if "sqlite" in type(current.orig).__module__ and any(
-                    text in str(current.orig).lower() for text in _SQLITE_OUTAGES):
+                    phrase in str(current.orig).lower() for phrase in _SQLITE_OUTAGES):
                 return True
         state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
         if isinstance(state, str) and state.startswith(_OUTAGE_SQLSTATES):
@@ -58,7 +58,9 @@ def is_outage(exc: BaseException) -> bool:
         if type(current).__name__ in ("ConnectionDoesNotExistError", "InterfaceError") \
                 and "connection" in str(current).lower() and "closed" in str(current).lower():
             return True
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+        # Drivers and SQLAlchemy chain the original with `orig` / `raise … from`; an unrelated
+        # exception merely raised while handling one (__context__) is not followed.
+        current = getattr(current, "orig", None) or current.__cause__
     return False
 
 
