@@ -75,9 +75,12 @@ COPY . .
 USER app
 EXPOSE 8000
 
-# slim has no curl: ask /health with the interpreter. urlopen raises on 503 (database down).
+# Liveness: /health/live answers while the process serves HTTP. Not /health (readiness, 503
+# while PostgreSQL or Redis is down): an orchestrator that replaces "unhealthy" containers
+# would restart every app container during a database outage, which brings nothing back.
+# Point load balancers at /health instead. slim has no curl: ask with the interpreter.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)" || exit 1
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ.get('PORT', '8000'), timeout=4)" || exit 1
 
 # WORKERS defaults to 1 because the app refuses WORKERS>1 without REDIS_URL (each worker would
 # see only its own WebSockets); docker-compose.yml sets REDIS_URL and WORKERS=4.

@@ -4,10 +4,13 @@ operations as GraphQL. Thin: parse, call resolvers/, shape the answer. No busine
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,7 +48,7 @@ class RefreshBody(BaseModel):
 
 class LogoutBody(BaseModel):
     refresh_token: str | None = Field(default=None, max_length=512)
-    everywhere: bool = False
+    everywhere: StrictBool = False
 
 
 class TokenOut(BaseModel):
@@ -62,13 +65,20 @@ class UserOut(BaseModel):
     created_at: str
 
 
+# JSON types are taken as they are: `true` is not a number, "0.5" is not a number, 1.5 is not
+# an integer, NaN/Infinity (which Python's JSON parser lets through) are not numbers at all.
+StrictInt = Annotated[int, Field(strict=True)]
+StrictFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+StrictBool = Annotated[bool, Field(strict=True)]
+
+
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str | None = None
     content: str
     role: Literal["user", "assistant", "system"]
-    timestamp: int | None = None
-    tokens: int | None = Field(default=None, ge=0)
+    timestamp: StrictInt | None = None
+    tokens: StrictInt | None = Field(default=None, ge=0)
     model: str | None = None
 
 
@@ -82,7 +92,7 @@ class ConversationIn(BaseModel):
     messages: list[MessageIn] = Field(default_factory=list)
     model: str
     systemPrompt: str | None = None
-    createdAt: int | None = None
+    createdAt: StrictInt | None = None
     updatedAt: int | None = None
     userId: str | None = None
 
@@ -126,7 +136,7 @@ class ChatMessageIn(BaseModel):
     id: str | None = None
     content: str
     role: str | None = Field(None, json_schema_extra={"enum": [*sorted(validation.ROLES)]})
-    timestamp: int | None = None
+    timestamp: StrictInt | None = None
 
 
 class ChatRequest(BaseModel):
@@ -136,11 +146,11 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     messages: list[ChatMessageIn] = Field(json_schema_extra={"minItems": 1})
     model: str | None = None
-    temperature: float = Field(chat.DEFAULT_TEMPERATURE, json_schema_extra={
+    temperature: StrictFloat = Field(chat.DEFAULT_TEMPERATURE, json_schema_extra={
         "minimum": chat.TEMPERATURE_RANGE[0], "maximum": chat.TEMPERATURE_RANGE[1]})
-    max_tokens: int = Field(chat.DEFAULT_MAX_TOKENS, json_schema_extra={
+    max_tokens: StrictInt = Field(chat.DEFAULT_MAX_TOKENS, json_schema_extra={
         "minimum": chat.MAX_TOKENS_RANGE[0], "maximum": chat.MAX_TOKENS_RANGE[1]})
-    stream: bool = False
+    stream: StrictBool = False
     conversation_id: str | None = None
     request_id: str | None = None
     system_prompt: str | None = None
@@ -292,8 +302,11 @@ async def root() -> dict[str, Any]:
     }
 
 
-@router.get("/health", tags=["meta"], summary="Health check (503 when the database is down)")
+@router.get("/health", tags=["meta"],
+            summary="Readiness: 503 when the database (or Redis, when configured) is down")
 async def health(services: ServicesDep) -> JSONResponse:
+    """Ready to serve chat: 200 `healthy`, or 503 `unhealthy` while a dependency chat needs
+    is down (`database`/`redis` say which). For load balancers and readiness probes."""
     report = await health_check(services)
     body = {
         "status": report.status,
@@ -306,6 +319,14 @@ async def health(services: ServicesDep) -> JSONResponse:
         "version": report.version,
     }
     return JSONResponse(body, status_code=200 if report.status == "healthy" else 503)
+
+
+@router.get("/health/live", tags=["meta"], summary="Liveness: the process answers")
+async def health_live() -> dict[str, str]:
+    """200 while the process serves HTTP, whatever its dependencies do: for orchestrators
+    that restart a process only when it is stuck (restarting would not bring a database
+    back)."""
+    return {"status": "alive"}
 
 
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {
@@ -474,10 +495,14 @@ async def event_stream(services: Services, user: User, request_id: str,
     async def body() -> AsyncIterator[bytes]:
         # A client that hangs up only stops this reader; the reply is still generated and
         # kept by its own task.
+        seq = first_seq
         try:
             yield sse(first_seq, first)
             async for seq, event in events:
                 yield sse(seq, event)
+        except AppError as exc:  # e.g. Redis went down mid-reply: say so, then end
+            yield sse(seq, ChatError(code=exc.code.lower(), message=exc.message,
+                                     request_id=request_id))
         finally:
             await events.aclose()
 
@@ -557,7 +582,7 @@ def error_response(exc: AppError) -> JSONResponse:
     body: dict[str, Any] = {"detail": detail}
     if "available" in exc.extra:
         body["available"] = exc.extra["available"]
-    return JSONResponse(body, status_code=exc.http_status, headers=headers)
+    return JSONResponse(json_safe(body), status_code=exc.http_status, headers=headers)
 
 
 async def _app_error_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -565,7 +590,29 @@ async def _app_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+def json_safe(value: Any) -> Any:
+    """`value` as JSON can carry it: errors echo what the client sent, which may hold NaN or
+    Infinity (no JSON number) or lone surrogates (no UTF-8) — echoed as is, the error itself
+    would fail to encode and become a 500."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {json_safe(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+async def _validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422 shape, made safe to encode (see json_safe)."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
 def install(app: FastAPI) -> None:
     """Mount the REST routes and the one AppError → HTTP status mapping."""
     app.include_router(router)
     app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)

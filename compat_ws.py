@@ -15,7 +15,8 @@ interleave, each event carrying its `request_id` and `seq`.
                                                get {"type":"user_typing",…}; a socket in no
                                                conversation reaches the others in none)
 Close codes: 4401 unauthenticated (timeout, bad or expired token, logout everywhere, account
-deleted), 4403 the token belongs to another user than the path's.
+deleted), 4403 the token belongs to another user than the path's, 1013 the database is down
+while authenticating (try again later).
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from models import User
 from resolvers import chat, live, presence, validation
 from resolvers.chat.events import ReplyEvent
 from resolvers.kit.clock import now_ms
-from resolvers.kit.errors import AppError, BadInput, Forbidden, ProviderTimeout
+from resolvers.kit.errors import AppError, BadInput, Forbidden, ProviderTimeout, Unavailable
 from resolvers.services import Services
 
 log = logging.getLogger("chat_studio.ws")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: the database is down while authenticating
 # Bounds per socket: joined conversations and replies read at the same time.
 MAX_CONVERSATIONS = 100
 MAX_READERS = 32
@@ -106,6 +108,34 @@ def chat_params(data: dict[str, Any]) -> chat.ChatParams:
         request_id=_field(data, "request_id", str),
         system_prompt=_field(data, "system_prompt", str),
     )
+
+
+class InvalidMessage(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def parse_message(raw: str | bytes) -> dict[str, Any]:
+    """A client frame → a JSON object whose `type` is a string; raises InvalidMessage (an
+    `error` frame is sent back; bad input never closes the socket)."""
+    try:
+        data = json.loads(raw)
+        # JSON can spell a lone surrogate ("\ud800"); no UTF-8 can hold it, so no answer
+        # echoing it could be sent.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage("invalid_json", "The message is not valid Unicode text (a lone "
+                             "UTF-16 surrogate such as \\ud800)") from exc
+    except RecursionError as exc:
+        raise InvalidMessage("invalid_json", "The message is nested too deeply") from exc
+    except ValueError as exc:  # also invalid UTF-8 in a binary frame
+        raise InvalidMessage("invalid_json", "The message is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise InvalidMessage("invalid_json", "The message must be a JSON object")
+    if not isinstance(data.get("type"), str):
+        raise InvalidMessage("unknown_type", "The message needs a string `type`")
+    return data
 
 
 class Connection:
@@ -187,6 +217,10 @@ class Connection:
         except Forbidden as exc:
             await self.close(CLOSE_FORBIDDEN, exc.message)
             return False
+        except Unavailable as exc:  # an outage, not a bad token: 1013 "try again later"
+            await self.send(error(error_code(exc), exc.message))
+            await self.close(CLOSE_TRY_AGAIN_LATER, exc.message)
+            return False
         except AppError as exc:
             await self.send(error("unauthenticated", exc.message))
             await self.close(CLOSE_UNAUTHENTICATED, exc.message)
@@ -220,12 +254,9 @@ class Connection:
                                       f"Messages are limited to {limit} bytes"))
                 continue
             try:
-                data = json.loads(text if text is not None else (data_bytes or b""))
-            except ValueError:
-                await self.send(error("invalid_json", "The message is not valid JSON"))
-                continue
-            if not isinstance(data, dict):
-                await self.send(error("invalid_json", "The message must be a JSON object"))
+                data = parse_message(text if text is not None else (data_bytes or b""))
+            except InvalidMessage as exc:
+                await self.send(error(exc.code, exc.message))
                 continue
             await self.dispatch(data)
 

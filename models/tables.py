@@ -51,7 +51,11 @@ class Message(SQLModel, table=True):
     """One message of a conversation: its own row, so a chat list never loads message bodies."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_position", "conversation_pk", "position"),)
+    __table_args__ = (
+        Index("ix_messages_conversation_position", "conversation_pk", "position"),
+        # Ids are unique within their conversation (they address a message: edits, replies).
+        Index("uq_messages_conversation_id", "conversation_pk", "id", unique=True),
+    )
 
     pk: int | None = Field(default=None, primary_key=True)
     conversation_pk: str = Field(

@@ -149,6 +149,8 @@ async def login(
     """Same answer, in about the same time, for an unknown user and a wrong password.
     With `limiter`, attempts are limited per client `address` and per username; a
     successful sign-in clears the username's count."""
+    validation.text(username, field="username")
+    validation.text(password, field="password")
     await _limit_attempt(security, limiter, action="login", address=address, username=username)
     key = username.strip().lower()
     user = None
@@ -174,6 +176,8 @@ async def authenticate(session: AsyncSession, security: Security, token: str | N
     """The user an access token belongs to; raises Unauthenticated or UserGone."""
     if not token:
         raise Unauthenticated("Not authenticated")
+    if not validation.is_text(token):
+        raise Unauthenticated("Invalid token")
     claims = security.decode_access_token(token)
     user = await session.get(User, claims.user_id)
     if user is None:
@@ -194,6 +198,8 @@ async def _revoke_family(session: AsyncSession, family_id: str, now: int) -> Non
 async def refresh(session: AsyncSession, security: Security, *, refresh_token: str) -> TokenPair:
     """Rotate a refresh token. Presenting one that was already rotated revokes its family:
     somebody holds a copy, and we cannot tell which holder is legitimate."""
+    if not validation.is_text(refresh_token):
+        raise Unauthenticated("Invalid refresh token")
     token_hash = security.hash_refresh_token(refresh_token)
     row = (
         await session.exec(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
@@ -274,6 +280,7 @@ async def delete_account(
 ) -> None:
     """Delete the caller's account and everything it owns (conversations, messages, tokens,
     usage). Needs the password again. With `broker`, the user's live sockets close."""
+    validation.text(password, field="password")
     ok = await asyncio.to_thread(
         security.verify_password, password[: validation.PASSWORD_MAX * 4], actor.password_hash
     )

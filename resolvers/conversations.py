@@ -79,7 +79,13 @@ def _validated(data: ConversationInput) -> ConversationInput:
             f"A conversation holds at most {validation.MESSAGES_PER_CONVERSATION_MAX} messages",
             field="messages",
         )
-    for message in data.messages:
+    _validated_messages(data.messages)
+    validation.unique_ids([message.id for message in data.messages])
+    return data
+
+
+def _validated_messages(messages: Sequence[MessageInput]) -> None:
+    for message in messages:
         validation.role(message.role)
         validation.bounded_text(
             message.content, field="content", limit=validation.MESSAGE_CONTENT_MAX
@@ -88,7 +94,11 @@ def _validated(data: ConversationInput) -> ConversationInput:
             validation.identifier(message.id, field="message id")
         if message.timestamp is not None:
             validation.timestamp(message.timestamp)
-    return data
+        if message.tokens is not None:
+            validation.count(message.tokens, field="tokens")
+        if message.model is not None:
+            validation.bounded_text(message.model, field="model",
+                                    limit=validation.MODEL_NAME_MAX)
 
 
 def _message_rows(conversation_pk: str, messages: Sequence[MessageInput], start: int,
@@ -253,13 +263,20 @@ async def remove(session: AsyncSession, actor: User, *, conversation_id: str) ->
 async def append_messages(
     session: AsyncSession, actor: User, *, conversation_id: str, messages: list[MessageInput]
 ) -> list[Message]:
-    """Append messages at the end (used by chat to keep replies on the server)."""
-    for message in messages:
-        validation.role(message.role)
-        validation.bounded_text(
-            message.content, field="content", limit=validation.MESSAGE_CONTENT_MAX
-        )
+    """Append messages at the end (used by chat to keep replies on the server). A message
+    id the conversation already holds is a Conflict: ids are unique per conversation."""
+    _validated_messages(messages)
+    given = [message.id for message in messages]
+    validation.unique_ids(given)
     conversation = await _owned(session, actor, conversation_id)
+    wanted = [message_id for message_id in given if message_id is not None]
+    if wanted:
+        taken = (await session.exec(
+            select(Message.id).where(Message.conversation_pk == conversation.pk,
+                                     col(Message.id).in_(wanted)))).first()
+        if taken is not None:
+            raise Conflict(f"Message id {taken!r} is already used in this conversation",
+                           field="message id")
     last = (
         await session.exec(
             select(func.max(Message.position)).where(Message.conversation_pk == conversation.pk)
@@ -267,7 +284,12 @@ async def append_messages(
     ).one()
     now = now_ms()
     rows = _message_rows(conversation.pk, messages, (last if last is not None else -1) + 1, now)
-    await _insert_messages(session, rows)
+    try:
+        await _insert_messages(session, rows)
+    except IntegrityError as exc:  # the same id appended concurrently (the unique index)
+        await session.rollback()
+        raise Conflict("Message id already used in this conversation",
+                       field="message id") from exc
     conversation.updated_at = max(now, conversation.updated_at + 1)
     session.add(conversation)
     await session.commit()

@@ -1,8 +1,13 @@
-"""Server health: database and broker state plus the guide's counters."""
+"""Server health: database and broker state plus the guide's counters.
+
+`check()` is readiness: "unhealthy" whenever a dependency chat needs is down (the database,
+and Redis when REDIS_URL is set). Liveness ("the process answers") needs no operation: the
+faces answer it without calling anything here.
+"""
 
 from __future__ import annotations
 
-import logging
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,7 +16,8 @@ from resolvers.kit.clock import utcnow
 from resolvers.kit.version import VERSION
 from resolvers.services import Services
 
-log = logging.getLogger("chat_studio.health")
+# A health check must answer even when a dependency hangs instead of refusing.
+CHECK_TIMEOUT_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,26 +33,28 @@ class HealthReport:
 
 
 async def check(services: Services) -> HealthReport:
+    """Outages are logged once by the clients themselves (kit/outages.py), not per check."""
     users = total_conversations = 0
     database = "down"
     try:
-        async with services.db.session() as session:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), services.db.session() as session:
             users = await auth.count_users(session)
             total_conversations = await conversations.count_all(session)
         database = "up"
-    except Exception as exc:  # /health must answer whatever the database does
-        log.warning("health: database unreachable: %s", exc)
+    except Exception:  # /health must answer whatever the database does
+        database = "down"
     redis: str | None = None
     connections = 0
+    if services.settings.redis_url:
+        redis = "up" if await services.broker.healthy() else "down"
     try:
-        connections = await services.broker.connections_count()
-        if services.settings.redis_url:
-            redis = "up" if await services.broker.healthy() else "down"
-    except Exception as exc:
-        log.warning("health: broker unreachable: %s", exc)
-        redis = "down" if services.settings.redis_url else None
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            connections = await services.broker.connections_count()
+    except Exception:  # a statistic; the state above is what matters
+        connections = 0
+    healthy = database == "up" and redis != "down"
     return HealthReport(
-        status="healthy" if database == "up" else "unhealthy",
+        status="healthy" if healthy else "unhealthy",
         timestamp=utcnow(),
         active_connections=connections,
         total_users=users,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from resolvers import auth
 from resolvers.auth import revocation_channel
-from resolvers.kit.errors import AppError, Forbidden
+from resolvers.kit.errors import AppError, Forbidden, Unavailable
 
 if TYPE_CHECKING:
     from models import User
@@ -64,6 +64,10 @@ async def wait_until_revoked(broker: Broker, db: Database, security: Security,
                 await auth.authenticate(session, security, token)
         except auth.UserGone:
             return "deleted"
+        except Unavailable:
+            # The database is down: not a revocation. The socket authenticated a moment
+            # ago, and no logout can commit while the database is down.
+            pass
         except AppError:
             return REVOKED
         try:

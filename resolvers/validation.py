@@ -9,6 +9,9 @@ from email_validator import EmailNotValidError, validate_email
 from resolvers.kit.errors import ValidationFailed
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+# Lone UTF-16 surrogates: JSON may spell them ("\ud800"), Python decodes them, but no UTF-8
+# can hold them, so they could be neither stored, hashed nor sent back.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # Conversation and message ids travel in URL paths: keep them to URL-safe characters.
 ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
@@ -20,10 +23,26 @@ SYSTEM_PROMPT_MAX = 20_000
 MESSAGE_CONTENT_MAX = 100_000
 MESSAGES_PER_CONVERSATION_MAX = 10_000
 ROLES = frozenset({"user", "assistant", "system"})
+# Epoch milliseconds up to the end of year 9999 (and a BIGINT on every database).
+TIMESTAMP_MAX = 253_402_300_799_999
+# Token counts are INTEGER columns (32-bit on PostgreSQL).
+COUNT_MAX = 2**31 - 1
+
+
+def is_text(value: str) -> bool:
+    """Whether `value` is valid Unicode text (no lone surrogates)."""
+    return _SURROGATE_RE.search(value) is None
+
+
+def text(value: str, *, field: str) -> str:
+    if not is_text(value):
+        raise ValidationFailed(f"{field} is not valid Unicode text (it holds a lone UTF-16 "
+                               "surrogate such as \\ud800)", field=field)
+    return value
 
 
 def username(value: str) -> str:
-    value = value.strip()
+    value = text(value, field="username").strip()
     if not USERNAME_RE.fullmatch(value):
         raise ValidationFailed(
             "Username must be 3-32 characters: letters, digits, '_', '.' or '-'",
@@ -33,6 +52,7 @@ def username(value: str) -> str:
 
 
 def email(value: str) -> str:
+    text(value, field="email")
     try:
         result = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
@@ -41,6 +61,7 @@ def email(value: str) -> str:
 
 
 def password(value: str) -> str:
+    text(value, field="password")
     if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
         raise ValidationFailed(
             f"Password must be {PASSWORD_MIN}-{PASSWORD_MAX} characters", field="password"
@@ -60,6 +81,7 @@ def identifier(value: str, *, field: str) -> str:
 
 
 def bounded_text(value: str, *, field: str, limit: int, allow_empty: bool = True) -> str:
+    text(value, field=field)
     if len(value) > limit:
         raise ValidationFailed(f"{field} is longer than {limit} characters", field=field)
     if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse it on every database alike
@@ -79,6 +101,27 @@ def role(value: str | None) -> str:
 
 def timestamp(value: int, *, field: str = "timestamp") -> int:
     # Epoch milliseconds; reject values that cannot be a date (negative or beyond year 9999).
-    if not 0 <= value <= 253_402_300_799_999:
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 0 <= value <= TIMESTAMP_MAX:
         raise ValidationFailed(f"{field} must be epoch milliseconds", field=field)
     return value
+
+
+def count(value: int, *, field: str) -> int:
+    """A non-negative count that fits its column (token counts)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= COUNT_MAX:
+        raise ValidationFailed(f"{field} must be a whole number from 0 to {COUNT_MAX}",
+                               field=field)
+    return value
+
+
+def unique_ids(ids: list[str | None], *, field: str = "message id") -> None:
+    """Message ids are unique within their conversation."""
+    seen: set[str] = set()
+    for value in ids:
+        if value is None:
+            continue
+        if value in seen:
+            raise ValidationFailed(f"Duplicate {field} {value!r}: ids are unique within a "
+                                   "conversation", field=field)
+        seen.add(value)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from resolvers.kit.errors import AppError, RateLimited
+from resolvers.kit.errors import AppError, RateLimited, Unavailable
 
 log = logging.getLogger("chat_studio.graphql")
 
@@ -26,7 +26,7 @@ def shape_error(error: GraphQLError) -> GraphQLError:
         extensions = {"code": original.code}
         if original.extra.get("field"):
             extensions["field"] = original.extra["field"]
-        if isinstance(original, RateLimited):
+        if isinstance(original, RateLimited | Unavailable):
             extensions["retryAfter"] = original.retry_after
         if "available" in original.extra:
             extensions["available"] = original.extra["available"]

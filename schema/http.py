@@ -10,6 +10,9 @@ Strawberry 0.341 answers `application/json` only. What is added here:
 - Transport errors are GraphQL-shaped JSON (`{"errors":[{"message": ...}]}`), not plain text;
   a mutation over GET is 405 with `Allow: POST`; an unsupported Content-Type is 415.
 - Batching stays off (Strawberry's default): a JSON array body is refused with 400.
+- Bodies that are not JSON at all — invalid UTF-8, or nested deeper than the parser goes —
+  are 400 like any unparseable body, and a subscription sent over HTTP is 400 with a pointer
+  to the WebSocket (Strawberry would run it as a query and fail with a 500).
 - GraphiQL follows GRAPHIQL (off in production unless enabled); its page comes from
   `ide_html(root_path)` when given (server.py passes explorers.graphiql_html: assets served
   by the app, no CDN).
@@ -17,11 +20,13 @@ Strawberry 0.341 answers `application/json` only. What is added here:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import strawberry
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
@@ -74,6 +79,20 @@ def _is_request_error(result: ExecutionResult) -> bool:
     return result.data is None and bool(errors) and all(e.path is None for e in errors)
 
 
+def is_subscription(data: GraphQLRequestData, *, max_tokens: int) -> bool:
+    """Whether the request's operation is a subscription (parsed only when the text could
+    be one; a document that does not parse is left to the normal error path)."""
+    query = data.query
+    if not isinstance(query, str) or "subscription" not in query:
+        return False
+    try:
+        document = parse(query, max_tokens=max_tokens)
+    except GraphQLError:
+        return False
+    operation = get_operation_ast(document, data.operation_name)
+    return operation is not None and operation.operation == OperationType.SUBSCRIPTION
+
+
 class GraphQLRouter(RealtimeRouter):
     """The realtime router (subscriptions, connect-time auth) plus GraphQL-over-HTTP."""
 
@@ -82,11 +101,31 @@ class GraphQLRouter(RealtimeRouter):
         super().__init__(schema, settings, **kwargs)
         self.graphql_ide = "graphiql" if settings.graphiql_enabled else None
         self.ide_html = ide_html
+        self._max_tokens = settings.graphql_max_tokens
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         if self.ide_html is None:
             return await super().render_graphql_ide(request)
         return HTMLResponse(self.ide_html(request.scope.get("root_path", "")))
+
+    def decode_json(self, data: str | bytes) -> object:
+        # Raised as the JSONDecodeError Strawberry already handles everywhere it decodes:
+        # 400 for an HTTP body, close 4400 for a WebSocket message.
+        try:
+            return super().decode_json(data)
+        except UnicodeDecodeError as exc:
+            raise json.JSONDecodeError("not valid UTF-8", "", exc.start) from exc
+        except RecursionError as exc:
+            raise json.JSONDecodeError("nested too deeply", "", 0) from exc
+
+    async def execute_single(self, request: Any, request_adapter: AsyncHTTPRequestAdapter,
+                             sub_response: Any, context: Any, root_value: Any,
+                             request_data: GraphQLRequestData) -> ExecutionResult:
+        if is_subscription(request_data, max_tokens=self._max_tokens):
+            raise HTTPException(400, "Subscriptions are served over WebSocket at /graphql "
+                                "(graphql-transport-ws), not over HTTP")
+        return await super().execute_single(request, request_adapter, sub_response, context,
+                                            root_value, request_data)
 
     def _error(self, status: int, message: str, media: str | None,
                headers: dict[str, str] | None = None) -> Response:

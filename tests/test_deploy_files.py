@@ -63,7 +63,8 @@ def test_compose_long_running_services_have_healthchecks() -> None:
         healthcheck = services[name].get("healthcheck") or {}
         assert healthcheck.get("test"), f"{name} has no healthcheck"
         assert not healthcheck.get("disable"), f"{name}'s healthcheck is disabled"
-    assert "/health" in " ".join(services["app"]["healthcheck"]["test"])
+    # Liveness: restarting the app during a database outage would not help (README).
+    assert "/health/live" in " ".join(services["app"]["healthcheck"]["test"])
 
 
 def test_compose_migrates_before_the_app_starts() -> None:
@@ -163,7 +164,7 @@ def test_dockerfile_builds_llama_cpp_portably() -> None:
 def test_dockerfile_healthcheck_expose_and_cmd() -> None:
     instructions = dict(_dockerfile_instructions())
     healthcheck = instructions["HEALTHCHECK"]
-    assert "/health" in healthcheck and "urllib" in healthcheck, "slim has no curl"
+    assert "/health/live" in healthcheck and "urllib" in healthcheck, "slim has no curl"
     assert instructions["EXPOSE"].split()[0] == "8000"
     # `chat-studio serve` reads HOST/PORT/WORKERS from the environment the image sets.
     assert json.loads(instructions["CMD"]) == ["chat-studio", "serve"]

@@ -93,6 +93,13 @@ class ProviderTimeout(ProviderFailed):
 
 
 class Unavailable(AppError):
-    code = "INTERNAL"
+    """A dependency (the database, Redis) is down or saturated: REST 503 with Retry-After,
+    GraphQL SERVICE_UNAVAILABLE, /ws `service_unavailable`. Never a 500."""
+
+    code = "SERVICE_UNAVAILABLE"
     http_status = 503
-    default_message = "Service unavailable"
+    default_message = "The service is temporarily unavailable; retry shortly"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 2) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after

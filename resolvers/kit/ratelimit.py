@@ -4,8 +4,10 @@
 `hit()` is atomic: it counts the attempt and says whether it was within the limit, so two
 concurrent requests can never both take the last slot. Neither implementation blocks the
 event loop (memory: a few dict operations; Redis: one round trip of a Lua script). When Redis
-is unreachable the limiter fails open (logs, allows): a broken Redis must not lock every user
-out; the other guards (argon2 cost, body limits) still hold.
+is unreachable the limiter fails closed, quickly: `Unavailable` (503 with Retry-After), logged
+once per outage. Failing open would lift the login and registration limits exactly while
+Redis is down — an outage anyone able to exhaust Redis could then use to guess passwords —
+and with several workers chat cannot work without Redis anyway. `/health` says 503 meanwhile.
 
 The operations (`resolvers/auth.py`, `resolvers/chat.py`) call `enforce()`, so every transport
 gets the same limits; the faces only say who is asking (`client_address()`).
@@ -118,11 +120,12 @@ return {1, limit - count - 1, 0}
 
 class RedisRateLimiter:
     """The same sliding window in Redis, shared by every worker: one atomic Lua script per
-    attempt. Short timeouts: a slow Redis delays a request by at most ~1 s, then fails open."""
+    attempt. Short timeouts: a slow Redis delays a request by at most ~1 s, then answers
+    503."""
 
     def __init__(self, url: str, *, key_prefix: str = "chatstudio:rl:",
                  timeout: float = 1.0) -> None:
-        from redis.asyncio import Redis
+        from resolvers.kit.redis_client import Redis
 
         self.key_prefix = key_prefix
         self._redis = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
@@ -134,20 +137,18 @@ class RedisRateLimiter:
     async def hit(self, key: str, *, limit: int, window: float) -> Decision:
         self._counter += 1
         member = f"{self._instance}:{self._counter}"
-        try:
-            allowed, remaining, retry_ms = await self._script(
-                keys=[self.key_prefix + key], args=[int(window * 1000), limit, member],
-            )
-        except Exception as exc:  # fail open, see the module docstring
-            log.warning("rate limiter: Redis unavailable, allowing %s: %s", key, exc)
-            return Decision(True, limit, 0.0)
+        # A connection failure raises Unavailable (kit/redis_client.py): fail closed, see the
+        # module docstring.
+        allowed, remaining, retry_ms = await self._script(
+            keys=[self.key_prefix + key], args=[int(window * 1000), limit, member],
+        )
         return Decision(bool(allowed), int(remaining), max(0.0, float(retry_ms) / 1000))
 
     async def reset(self, key: str) -> None:
         try:
             await self._redis.delete(self.key_prefix + key)
-        except Exception as exc:
-            log.warning("rate limiter: Redis unavailable, could not reset %s: %s", key, exc)
+        except Exception as exc:  # a reset is a courtesy (a successful login): never fail it
+            log.debug("rate limiter: could not reset %s: %s", key, exc)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -183,6 +183,8 @@ class EmbeddedModel:
             llama = self._load()
             prompt, budget = self._prompt(job.request.messages, job.request.max_tokens)
             job.post(_Started(len(prompt)))
+            # A token may end inside a multi-byte character (CJK, emoji): the incremental
+            # decoder holds such a tail back until the next token completes it.
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             count = 0
             finish = "length"
@@ -209,9 +211,11 @@ class EmbeddedModel:
                         break
             finally:
                 tokens.close()
-            tail = decoder.decode(b"", final=True)
-            if tail:
-                job.post(_Token(tail, count))
+            # A tail still held back is half a character (cut by max_tokens or a stop): drop
+            # it. Decoding it with final=True would end the reply in U+FFFD.
+            pending, _ = decoder.getstate()
+            if pending:
+                logger.debug("dropped %d bytes of an unfinished character", len(pending))
             job.post(Finished(len(prompt), count, finish))
         except ProviderError as exc:
             job.post(exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +16,7 @@ import pytest
 from models import TokenUsage
 from resolvers import auth
 from resolvers.chat.limits import ChatLimits, check_chat_allowed, day_bounds
-from resolvers.kit.errors import RateLimited
+from resolvers.kit.errors import RateLimited, Unavailable
 from resolvers.kit.ratelimit import MemoryRateLimiter, RedisRateLimiter, client_address
 from resolvers.services import Services
 from tests.chat.support import FakeThread
@@ -88,11 +89,16 @@ async def test_redis_limiter_is_atomic_and_shared(redis_limiter: RedisRateLimite
         await redis_limiter.aclose()
 
 
-async def test_redis_unreachable_fails_open() -> None:
+async def test_redis_unreachable_fails_closed_quickly() -> None:
+    """A dead Redis answers 503 (Unavailable, with Retry-After) within about a second: the
+    login limits are never lifted by an outage (tests/faults/ covers it end to end)."""
     limiter = RedisRateLimiter("redis://127.0.0.1:1/0", timeout=0.5)
     try:
-        decision = await limiter.hit("k", limit=1, window=60)
-        assert decision.allowed
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as caught:
+            await limiter.hit("k", limit=1, window=60)
+        assert time.monotonic() - started < 2
+        assert caught.value.http_status == 503 and caught.value.retry_after >= 1
     finally:
         await limiter.aclose()
 

@@ -203,3 +203,18 @@ async def test_missing_model_file_is_a_provider_error(tmp_path: Any) -> None:
     with pytest.raises(ProviderError) as err:
         await _run(missing, _ask("hi"))
     assert err.value.status == 503 and "nope.gguf" in err.value.message
+
+
+async def test_a_reply_cut_by_max_tokens_never_ends_in_a_replacement_character(
+        provider: EmbeddedProvider) -> None:
+    """CJK characters are three UTF-8 bytes and often span tokens: a reply cut by max_tokens
+    used to end in U+FFFD (half a character decoded with errors="replace")."""
+    cut = 0
+    for max_tokens in range(1, 13):
+        request = _ask("请用中文写一首关于月亮的诗。", max_tokens=max_tokens, temperature=0.0)
+        chunks, finished = await _run(provider, request)
+        reply = "".join(chunks)
+        assert "\ufffd" not in reply, (max_tokens, reply)
+        assert finished.completion_tokens <= max_tokens
+        cut += finished.finish_reason == "length"
+    assert cut >= 6  # most of them really were cut mid-reply

@@ -32,7 +32,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
@@ -51,6 +50,7 @@ from resolvers.kit.broker.base import (
     check_durations,
     encode,
 )
+from resolvers.kit.redis_client import CONNECTION_ERRORS, Redis, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -242,10 +242,12 @@ class RedisBroker:
                 acks.append(ack)
                 try:
                     await self._pubsub.subscribe(channel)
-                except BaseException:
+                except BaseException as exc:
                     acks.remove(ack)
                     if not acks:
                         del self._acks[channel]
+                    if isinstance(exc, CONNECTION_ERRORS):
+                        raise unavailable(exc) from exc  # 503, not 500 (kit/redis_client.py)
                     raise
             elif channel in self._acks:
                 # The channel's SUBSCRIBE is in flight: wait for the same confirmation.
@@ -268,6 +270,10 @@ class RedisBroker:
             del self._subs[sub.channel]
             try:
                 await self._pubsub.unsubscribe(sub.channel)
+            except CONNECTION_ERRORS as exc:
+                # Redis is down: logged once per outage; redis-py resubscribes only what it
+                # still lists once it reconnects.
+                unavailable(exc)
             except RedisError:
                 # The connection is gone; redis-py resubscribes only what it still lists.
                 log.warning("UNSUBSCRIBE %s failed", sub.channel, exc_info=True)
@@ -287,13 +293,17 @@ class RedisBroker:
         while not self._closed:  # see _beat: cancellation alone is not enough
             try:
                 message = await pubsub.get_message(timeout=None)
-            except Exception:
+            except Exception as exc:
                 if self._closed:
                     return
                 # Lost connection: redis-py reconnects on the next read and resubscribes
                 # every channel it lists. Messages published meanwhile are lost, as
-                # pub/sub promises nothing more.
-                log.warning("pub/sub read failed; retrying in %.1fs", backoff, exc_info=True)
+                # pub/sub promises nothing more. An outage is logged once, not per retry.
+                if isinstance(exc, CONNECTION_ERRORS):
+                    unavailable(exc)
+                else:
+                    log.warning("pub/sub read failed; retrying in %.1fs", backoff,
+                                exc_info=True)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -430,8 +440,11 @@ class RedisBroker:
             self._heartbeat = asyncio.create_task(self._beat(), name="broker-heartbeat")
         try:
             await self._store_count()
-        except (RedisError, OSError):
-            # A statistic must never break a chat connection; the heartbeat catches up.
+        except CONNECTION_ERRORS as exc:
+            # A statistic must never break a chat connection; the heartbeat catches up. An
+            # outage is logged once (kit/redis_client.py), not per connection.
+            unavailable(exc)
+        except RedisError:
             log.warning("could not store the connection count", exc_info=True)
 
     async def _store_count(self) -> None:
@@ -452,7 +465,9 @@ class RedisBroker:
                 return
             try:
                 await self._store_count()
-            except (RedisError, OSError):
+            except CONNECTION_ERRORS as exc:
+                unavailable(exc)  # logged once per outage (kit/redis_client.py)
+            except RedisError:
                 log.warning("connection-count heartbeat failed", exc_info=True)
 
     async def connections_count(self) -> int:
