@@ -220,6 +220,8 @@ class Chat:
     # False once shutdown began: new replies are refused (503), running ones drain.
     accepting: bool = True
     _reading: dict[str, int] = field(default_factory=dict)  # reply key → local readers
+    # Closings of lapsed replies under way (see _close_lapsed_shielded).
+    _closing: dict[str, asyncio.Task[bool]] = field(default_factory=dict)
 
     @property
     def _lease_check_seconds(self) -> float:
@@ -424,6 +426,19 @@ class Chat:
                 running.stop.set()
                 return
 
+    async def _close_lapsed_shielded(self, key: str) -> bool:
+        """`_close_lapsed` as a task of its own that the caller's cancellation cannot cut:
+        the reader whose watchdog started it stops as soon as the terminal event arrives
+        (and a stop's HTTP request may be dropped), which would otherwise cancel the closing
+        between storing the partial reply and counting it — or before the terminal event,
+        leaving the reply to be closed, and stored, a second time."""
+        task = self._closing.get(key)
+        if task is None:
+            task = asyncio.create_task(self._close_lapsed(key), name=f"close lapsed {key}")
+            self._closing[key] = task
+            task.add_done_callback(lambda _t: self._closing.pop(key, None))
+        return await asyncio.shield(task)
+
     async def _close_lapsed(self, key: str) -> bool:
         """Close a reply whose producer died: store its partial text as `interrupted`
         and append the terminal event. True when this call closed it (exactly one caller
@@ -469,7 +484,7 @@ class Chat:
                 if info is None or info.closed:
                     return
                 if info.lease_lapsed:
-                    await self._close_lapsed(key)
+                    await self._close_lapsed_shielded(key)
             except Exception:
                 log.warning("could not check the lease of %s", key, exc_info=True)
 
@@ -559,7 +574,7 @@ class Chat:
         if info is None or info.owner_id != actor.id or info.closed:
             return False
         if info.lease_lapsed:
-            await self._close_lapsed(key)
+            await self._close_lapsed_shielded(key)
             return False
         running = self._running.get(key)
         if running is not None:
@@ -620,4 +635,6 @@ class Chat:
     async def aclose(self) -> None:
         """Server shutdown, last part: anything still running ends as interrupted."""
         await self.drain(0)
+        if self._closing:  # lapsed replies being closed: let them store and end
+            await asyncio.wait(list(self._closing.values()), timeout=5)
         await self.registry.aclose()
