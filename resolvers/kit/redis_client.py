@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio
+import redis.asyncio.client
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -66,6 +67,34 @@ class Redis(redis.asyncio.Redis):
         REDIS.up()
         return result
 
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        # Pipelines send their commands without execute_command: they map failures in
+        # their own execute().
+        return Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         self._closing = True
         await super().aclose(close_connection_pool)
+
+
+class Pipeline(redis.asyncio.client.Pipeline):
+    """redis-py's pipeline, with the same failure handling as every single command of `Redis`:
+    tried once more on a new connection (after a Redis restart a pooled connection is broken
+    once), then `RedisUnavailable`."""
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        stack = list(self.command_stack)
+        if not stack:  # an empty pipeline answers without asking Redis
+            return await super().execute(raise_on_error)
+        try:
+            try:
+                result: list[Any] = await super().execute(raise_on_error)
+            except CONNECTION_ERRORS:
+                # redis-py's reset() emptied the stack; nothing ran on a connection that
+                # failed before answering, and our pipelines are idempotent.
+                self.command_stack = stack
+                result = await super().execute(raise_on_error)
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
+        REDIS.up()
+        return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import httpx
 from websockets.asyncio.client import connect
@@ -300,39 +301,46 @@ async def test_the_guides_bare_typing_reaches_the_users_other_sockets_in_no_conv
     error, and heard by the same user's other sockets that named no conversation either."""
     token, uid = await account(http)
     other_token, other_uid = await account(http)
-    async with (
-        connect(ws_path(rt_server, uid, token=token)) as tab_a,
-        connect(ws_path(rt_server, uid)) as tab_b,  # authenticates by message
-        connect(ws_path(rt_server, uid, token=token, conversation_id="conv_1")) as in_conv,
-        connect(ws_path(rt_server, other_uid, token=other_token)) as stranger,
-    ):
+    # tab_b authenticates by message, at once: this server's auth timeout is 1 s, and
+    # opening the other sockets first can take longer than that on a loaded machine.
+    async with connect(ws_path(rt_server, uid)) as tab_b:
         await tab_b.send(json.dumps({"type": "auth", "token": token}))
         await recv_until(tab_b, "auth_ok")
-        for ws in (tab_a, in_conv, stranger):  # a pong: authenticated and listening
-            await ws.send(json.dumps({"type": "ping"}))
-            await recv_until(ws, "pong")
-        await tab_a.send(json.dumps({"type": "typing"}))
-        event = await recv_until(tab_b, "user_typing")
-        assert event["user_id"] == uid and "conversation_id" not in event
-        assert isinstance(event["timestamp"], int)
-        # And back the other way; the sender never hears itself, nor gets an error.
-        await tab_b.send(json.dumps({"type": "typing"}))
-        assert (await recv_until(tab_a, "user_typing"))["user_id"] == uid
-        assert await nothing_within(tab_a, 0.4) == []
-        assert await nothing_within(tab_b, 0.1) == []
-        # A socket in a conversation, and another user's socket, hear none of it.
-        for ws in (in_conv, stranger):
-            assert await nothing_within(ws, 0.1, "user_typing") == []
-        # The stranger's bare typing reaches none of the first user's sockets.
-        await stranger.send(json.dumps({"type": "typing"}))
-        for ws in (tab_a, tab_b, in_conv):
-            assert await nothing_within(ws, 0.3, "user_typing") == []
-        # Once tab_b names a conversation it is no longer among those in none.
-        await tab_b.send(json.dumps({"type": "join", "conversation_id": "conv_1"}))
-        await recv_until(tab_b, "joined")
-        await tab_a.send(json.dumps({"type": "typing"}))
-        assert await nothing_within(tab_b, 0.4, "user_typing") == []
-        assert await nothing_within(tab_a, 0.1) == []
+        async with (
+            connect(ws_path(rt_server, uid, token=token)) as tab_a,
+            connect(ws_path(rt_server, uid, token=token, conversation_id="conv_1")) as in_conv,
+            connect(ws_path(rt_server, other_uid, token=other_token)) as stranger,
+        ):
+            await bare_typing_scenario(uid, tab_a, tab_b, in_conv, stranger)
+
+
+async def bare_typing_scenario(uid: str, tab_a: Any, tab_b: Any, in_conv: Any,
+                               stranger: Any) -> None:
+    for ws in (tab_a, in_conv, stranger):  # a pong: authenticated and listening
+        await ws.send(json.dumps({"type": "ping"}))
+        await recv_until(ws, "pong")
+    await tab_a.send(json.dumps({"type": "typing"}))
+    event = await recv_until(tab_b, "user_typing")
+    assert event["user_id"] == uid and "conversation_id" not in event
+    assert isinstance(event["timestamp"], int)
+    # And back the other way; the sender never hears itself, nor gets an error.
+    await tab_b.send(json.dumps({"type": "typing"}))
+    assert (await recv_until(tab_a, "user_typing"))["user_id"] == uid
+    assert await nothing_within(tab_a, 0.4) == []
+    assert await nothing_within(tab_b, 0.1) == []
+    # A socket in a conversation, and another user's socket, hear none of it.
+    for ws in (in_conv, stranger):
+        assert await nothing_within(ws, 0.1, "user_typing") == []
+    # The stranger's bare typing reaches none of the first user's sockets.
+    await stranger.send(json.dumps({"type": "typing"}))
+    for ws in (tab_a, tab_b, in_conv):
+        assert await nothing_within(ws, 0.3, "user_typing") == []
+    # Once tab_b names a conversation it is no longer among those in none.
+    await tab_b.send(json.dumps({"type": "join", "conversation_id": "conv_1"}))
+    await recv_until(tab_b, "joined")
+    await tab_a.send(json.dumps({"type": "typing"}))
+    assert await nothing_within(tab_b, 0.4, "user_typing") == []
+    assert await nothing_within(tab_a, 0.1) == []
 
 
 # ---------------------------------------------------------------- live authorization
