@@ -16,16 +16,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP_MODULES = ("compat_rest", "compat_ws", "middleware", "server")
+TOP_MODULES = ("compat_rest", "compat_identity", "compat_ws", "middleware", "server", "cli_admin")
 PACKAGES = ("models", "resolvers", "schema")
 APP = set(PACKAGES) | set(TOP_MODULES)
 WEB = {"strawberry", "fastapi", "starlette", "uvicorn"}
 FORBIDDEN = {
     "models": APP - {"models"} | WEB,
     "resolvers": APP - {"models", "resolvers"} | WEB,
-    "schema": {"compat_rest", "compat_ws", "middleware", "server"},
-    "compat_rest": {"schema", "server"},
-    "compat_ws": {"schema", "server"},
+    "schema": {"compat_rest", "compat_identity", "compat_ws", "middleware", "server",
+               "cli_admin"},
+    "compat_rest": {"schema", "server", "compat_identity", "cli_admin"},
+    "compat_identity": {"schema", "server", "compat_ws", "cli_admin"},
+    "compat_ws": {"schema", "server", "compat_identity", "cli_admin"},
+    # The command line is a face: operations only, no web framework.
+    "cli_admin": {"schema", "server", "compat_rest", "compat_identity", "compat_ws",
+                  "middleware"} | WEB,
 }
 # resolvers/ sub-packages that are leaves: they may import each other's modules (llm → kit),
 # never an operation.

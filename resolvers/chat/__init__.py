@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from models import User
-from resolvers import conversations, stats
+from resolvers import access, conversations, stats
+from resolvers.auth import revocation_channel
 from resolvers.chat.events import (
     COMPLETE,
     ERROR,
@@ -148,6 +149,27 @@ class Chat:
         _provider, model = await self._resolve(None)
         return model
 
+    async def models_for(self, actor: User) -> list[ModelInfo]:
+        """The models `actor` may use (all, or the admin's `allowed_models`)."""
+        return access.permitted(actor, await self.models())
+
+    async def default_model_for(self, actor: User) -> str | None:
+        """The default model, or the first one `actor` may use when the default is not."""
+        default = await self.default_model()
+        if access.allows(actor, default):
+            return default
+        permitted = await self.models_for(actor)
+        return permitted[0].id if permitted else None
+
+    async def _resolve_for(self, actor: User, model: str | None) -> tuple[Provider, str]:
+        if not model and actor.allowed_models is not None:
+            model = await self.default_model_for(actor)
+            if model is None:
+                access.check(actor, await self.default_model())
+        provider, resolved = await self._resolve(model)
+        access.check(actor, resolved, [m.id for m in await self.models()])
+        return provider, resolved
+
     async def _resolve(self, model: str | None) -> tuple[Provider, str]:
         try:
             return await self.registry.resolve(model)
@@ -166,7 +188,7 @@ class Chat:
         params = validated(params)
         # limits: requests per minute and the daily token quota (every transport).
         await check_chat_allowed(self.db, actor, limiter=self.limiter, limits=self.limits)
-        provider, model = await self._resolve(params.model)
+        provider, model = await self._resolve_for(actor, params.model)
         request_id = params.request_id or uuid.uuid4().hex
         key = reply_key(actor.id, request_id)
         # validated(): every role is one of llm.base.Role
@@ -217,7 +239,7 @@ class Chat:
         status, finish_reason = ERROR, "error"
         prompt_tokens = completion_tokens = 0
         terminal: ChatComplete | ChatError | None = None
-        watcher = asyncio.create_task(self._watch_stop(key, stop))
+        watcher = asyncio.create_task(self._watch_stop(key, stop, actor.id))
         started = time.perf_counter()
         first_token_at: float | None = None  # metrics
         try:
@@ -272,12 +294,30 @@ class Chat:
             with contextlib.suppress(Exception):
                 await self.broker.reply_append(key, terminal.to_log(), terminal=True)
 
-    async def _watch_stop(self, key: str, stop: StopSignal) -> None:
-        # Stops may be asked on any worker: they arrive over the broker.
-        async with self.broker.subscribe(stop_channel(key)) as subscription:
-            async for _message in subscription:
+    async def _watch_stop(self, key: str, stop: StopSignal, user_id: str) -> None:
+        # Stops may be asked on any worker: they arrive over the broker. A user deactivated
+        # or deleted meanwhile loses the reply too (not a logout: other sessions stay valid).
+        async def asked() -> None:
+            async with self.broker.subscribe(stop_channel(key)) as subscription:
+                async for _message in subscription:
+                    return
+
+        async def revoked() -> None:
+            async with self.broker.subscribe(revocation_channel(user_id)) as subscription:
+                async for message in subscription:
+                    if message.get("reason") in ("deactivated", "deleted"):
+                        return
+
+        waiters = [asyncio.create_task(asked()), asyncio.create_task(revoked())]
+        try:
+            done, _pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            # A broker failure in a watcher is not a reason to stop the reply.
+            if any(not task.cancelled() and task.exception() is None for task in done):
                 stop.set()
-                return
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
 
     async def _store(self, actor: User, params: ChatParams, *, content: str, model: str,
                      status: str, prompt_tokens: int, completion_tokens: int,
