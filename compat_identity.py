@@ -71,14 +71,15 @@ async def oauth_authorize(provider: str, services: ServicesDep,
     302: {"description": "To OAUTH_REDIRECT_URL with the tokens in the URL fragment"}})
 async def oauth_callback(provider: str, request: Request, services: ServicesDep,
                          session: SessionDep, code: str | None = None,
-                         state: str | None = None, error: str | None = None) -> Response:
+                         state: str | None = None, error: str | None = None,
+                         iss: str | None = None) -> Response:
     """Where the provider sends the browser back: signs the person in (creating the account
     on first sign-in) and hands over our tokens."""
     target = services.settings.oauth_redirect_url
     try:
         result = await sso.finish(session, services.security, sign_on_of(services),
                                   provider_id=provider, code=code, state=state, error=error,
-                                  address=client_address(request))
+                                  issuer=iss, address=client_address(request))
     except AppError as exc:
         if not target:
             raise

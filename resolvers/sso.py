@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from joserfc import jwt
@@ -254,7 +255,7 @@ async def _identity(sign_on: SignOn, provider: Provider, pending: OAuthLogin,
         try:
             token = await client.fetch_token(str(metadata["token_endpoint"]), code=code,
                                              code_verifier=pending.code_verifier)
-        except (OAuth2Error, httpx.HTTPError, ValueError) as exc:
+        except (OAuthError, OAuth2Error, httpx.HTTPError, ValueError) as exc:
             log.warning("code exchange with %s refused: %r", provider.id, exc)
             raise SignInFailed("The provider refused the authorization code") from exc
         if provider.issuer is not None:
@@ -307,18 +308,23 @@ async def _new_user(session: AsyncSession, identity: Identity, provider: Provide
                 username_key=username.lower(), email=validation.email(email),
                 password_hash=NO_PASSWORD, created_at=utcnow())
     session.add(user)
+    await session.flush()  # before rows that refer to it (no ORM relationships order them)
     return user
 
 
 async def finish(session: AsyncSession, security: Security, sign_on: SignOn, *,
                  provider_id: str, code: str | None, state: str | None,
-                 error: str | None = None,
+                 error: str | None = None, issuer: str | None = None,
                  address: str | None = None) -> auth.TokenPair | auth.MfaChallenge:
-    """The provider sent the browser back: sign the person in (see the module docstring)."""
+    """The provider sent the browser back: sign the person in (see the module docstring).
+    `issuer`: the response's `iss` (RFC 9207), when the provider sends one, must be its own."""
     provider = sign_on.get(provider_id)
     pending = await _consume(session, provider, state)
     if error or not code:
         raise SignInFailed(f"The provider did not sign you in ({(error or 'no code')[:64]})")
+    if issuer is not None and provider.issuer is not None and issuer.rstrip(
+            "/") != provider.issuer:
+        raise SignInFailed("The response names another issuer")
     identity = await _identity(sign_on, provider, pending, code[:2048])
     linked = (await session.exec(select(OAuthIdentity).where(
         OAuthIdentity.provider == provider.id,

@@ -103,10 +103,11 @@ async def _use_recovery_code(session: AsyncSession, user: User, code: str) -> bo
 
 
 def _qr_svg(uri: str) -> str:
-    buffer = io.StringIO()
+    # A standalone SVG (with its namespace): usable inline and as an <img> data: URI.
+    buffer = io.BytesIO()
     segno.make(uri, error="m").save(buffer, kind="svg", scale=4, xmldecl=False,
-                                    svgns=True, title="2FA QR code")
-    return buffer.getvalue()
+                                    title="2FA QR code")
+    return buffer.getvalue().decode()
 
 
 async def setup(session: AsyncSession, security: Security, actor: User) -> Setup:
