@@ -157,7 +157,8 @@ ENABLE = "mutation($code: String!) { enableTwoFactor(code: $code) }"
 LOGIN = """mutation($u: String!, $p: String!) {
   login(input: {username: $u, password: $p}) { accessToken user { id } } }"""
 VERIFY = """mutation($t: String!, $c: String, $r: String) {
-  verifyTwoFactor(mfaToken: $t, code: $c, recoveryCode: $r) { accessToken user { id totpEnabled } } }"""
+  verifyTwoFactor(mfaToken: $t, code: $c, recoveryCode: $r) {
+    accessToken user { id totpEnabled } } }"""
 DISABLE = """mutation($p: String!, $c: String) { disableTwoFactor(password: $p, code: $c) }"""
 
 
