@@ -19,16 +19,19 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('role', sqlmodel.sql.sqltypes.AutoString(length=16),
-                                      server_default=sa.text("'user'"), nullable=False))
-        batch_op.add_column(sa.Column('active', sa.Boolean(), server_default=sa.true(),
-                                      nullable=False))
-        batch_op.add_column(sa.Column('allowed_models', sa.JSON(), nullable=True))
-        batch_op.add_column(sa.Column('totp_secret', sa.Text(), nullable=True))
-        batch_op.add_column(sa.Column('totp_enabled', sa.Boolean(), server_default=sa.false(),
-                                      nullable=False))
-        batch_op.add_column(sa.Column('totp_last_step', sa.BigInteger(), nullable=True))
+    # Plain ALTER TABLE ADD COLUMN, never a batch "recreate" of users: on SQLite a recreate
+    # drops the old table, and with foreign keys on that DELETE cascades to every
+    # conversation, message and token of every user. Literal server defaults keep Alembic
+    # from recreating (an expression default such as sa.true() would make it recreate).
+    op.add_column('users', sa.Column('role', sqlmodel.sql.sqltypes.AutoString(length=16),
+                                     server_default='user', nullable=False))
+    op.add_column('users', sa.Column('active', sa.Boolean(), server_default='1',
+                                     nullable=False))
+    op.add_column('users', sa.Column('allowed_models', sa.JSON(), nullable=True))
+    op.add_column('users', sa.Column('totp_secret', sa.Text(), nullable=True))
+    op.add_column('users', sa.Column('totp_enabled', sa.Boolean(), server_default='0',
+                                     nullable=False))
+    op.add_column('users', sa.Column('totp_last_step', sa.BigInteger(), nullable=True))
 
     op.create_table('recovery_codes',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
@@ -108,6 +111,8 @@ def downgrade() -> None:
     with op.batch_alter_table('recovery_codes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_recovery_codes_user_id'))
     op.drop_table('recovery_codes')
+    # SQLite cannot drop a column without recreating the table, which (foreign keys on)
+    # cascades to every user's rows: downgrade a SQLite database with foreign keys off.
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_column('totp_last_step')
         batch_op.drop_column('totp_enabled')

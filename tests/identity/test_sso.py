@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import bearer, register
 from tests.identity.conftest import SsoServer, sso_server
+from tests.identity.test_admin import promote
 
 pytestmark = pytest.mark.slow
 
@@ -133,6 +134,12 @@ async def test_a_verified_email_links_the_local_account(sso: SsoServer,
     response = await sign_in(sso, http, person(email=f"{local['username']}@example.com"))
     assert response.status_code == 200, response.text
     assert (await me(http, response.json()["access_token"]))["id"] == local_id
+    # The audit log shows the link and the sign-in (read by an admin).
+    await promote(sso.settings, local["username"])
+    events = (await http.get("/api/admin/audit", params={"limit": 200},
+                             headers=bearer(local["access_token"]))).json()["events"]
+    mine = [(e["type"], e["detail"]) for e in events if e["target_id"] == local_id]
+    assert mine[1:3] == [("sso.login", {"provider": "oidc"}), ("sso.link", {"provider": "oidc"})]
 
 
 async def test_an_unverified_email_never_opens_a_local_account(
