@@ -109,12 +109,13 @@ async def update_user(session: AsyncSession, actor: User, *, user_id: str,
             update(RefreshToken)
             .where(col(RefreshToken.user_id) == user.id, col(RefreshToken.revoked_at).is_(None))
             .values(revoked_at=now_ms()))
-    if values:
-        await session.exec(update(User).where(col(User.id) == user.id).values(**values))
+    changed = {name: {"from": before[name], "to": values[name]} for name in before
+               if before[name] != values[name]}
+    if not changed:
+        return user
+    await session.exec(update(User).where(col(User.id) == user.id).values(**values))
     audit.record(session, audit.ADMIN_USER_UPDATED, actor_id=actor.id, target_id=user.id,
-                 ip=address, detail={"changes": {name: {"from": before[name], "to": values[name]}
-                                                 for name in before
-                                                 if before[name] != values[name]}})
+                 ip=address, detail={"changes": changed})
     await session.commit()
     await session.refresh(user)
     if deactivating and broker is not None:

@@ -37,6 +37,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 from sqlalchemy import delete, func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -133,7 +134,8 @@ class SignOn:
     def callback_url(self, provider: Provider) -> str:
         return f"{self.settings.public_url.rstrip('/')}/api/auth/oauth/{provider.id}/callback"
 
-    async def _json(self, url: str, **kwargs: Any) -> Any:
+    async def fetch_json(self, url: str, **kwargs: Any) -> Any:
+        """GET a provider's JSON document; SignInFailed when it cannot be had."""
         try:
             response = await self._http.get(url, **kwargs)
             response.raise_for_status()
@@ -149,7 +151,7 @@ class SignOn:
                     "token_endpoint": provider.token_url}
         cached = self._metadata.get(provider.id)
         if cached is None:
-            cached = await self._json(f"{provider.issuer}/.well-known/openid-configuration")
+            cached = await self.fetch_json(f"{provider.issuer}/.well-known/openid-configuration")
             if not isinstance(cached, dict) or cached.get("issuer", "").rstrip(
                     "/") != provider.issuer:
                 raise SignInFailed("The provider's discovery document names another issuer")
@@ -159,7 +161,7 @@ class SignOn:
     async def _key_set(self, provider: Provider, *, fresh: bool = False) -> KeySet:
         keys = self._keys.get(provider.id)
         if keys is None or fresh:
-            document = await self._json(str((await self.metadata(provider))["jwks_uri"]))
+            document = await self.fetch_json(str((await self.metadata(provider))["jwks_uri"]))
             keys = KeySet.import_key_set(document)
             self._keys[provider.id] = keys
         return keys
@@ -264,7 +266,7 @@ async def _identity(sign_on: SignOn, provider: Provider, pending: OAuthLogin,
                 raise SignInFailed("The provider sent no ID token")
             claims = await sign_on.verify_id_token(provider, id_token, pending.nonce)
             if "email" not in claims and metadata.get("userinfo_endpoint"):
-                info = await sign_on._json(
+                info = await sign_on.fetch_json(
                     str(metadata["userinfo_endpoint"]),
                     headers={"Authorization": f"Bearer {token['access_token']}"})
                 if isinstance(info, dict) and info.get("sub") == claims["sub"]:
@@ -277,8 +279,10 @@ async def _identity(sign_on: SignOn, provider: Provider, pending: OAuthLogin,
         # GitHub: the user, and the verified primary email from /user/emails.
         headers = {"Authorization": f"Bearer {token['access_token']}",
                    "Accept": "application/vnd.github+json"}
-        user = await sign_on._json(f"{provider.api_url}/user", headers=headers)
-        emails = await sign_on._json(f"{provider.api_url}/user/emails", headers=headers)
+        user = await sign_on.fetch_json(f"{provider.api_url}/user", headers=headers)
+        emails = await sign_on.fetch_json(f"{provider.api_url}/user/emails", headers=headers)
+        if not isinstance(user, dict) or "id" not in user or not isinstance(emails, list):
+            raise SignInFailed("GitHub answered something unexpected")
         primary = next((e for e in emails if isinstance(e, dict) and e.get("primary")), None)
         return Identity(subject=str(user["id"]),
                         email=primary.get("email") if primary else None,
@@ -368,6 +372,11 @@ async def finish(session: AsyncSession, security: Security, sign_on: SignOn, *,
                                  user=user)
     audit.record(session, audit.SSO_LOGIN, actor_id=user.id, target_id=user.id, ip=address,
                  detail={"provider": provider.id})
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # the same person's first sign-in, twice at once
+        await session.rollback()
+        raise Conflict("Another sign-in of this account is under way; try again") from exc
     return await auth.issue(session, security, user)
 
 
