@@ -161,7 +161,10 @@ class Chat:
         permitted = await self.models_for(actor)
         return permitted[0].id if permitted else None
 
-    async def _resolve_for(self, actor: User, model: str | None) -> tuple[Provider, str]:
+    async def resolve_for(self, actor: User, model: str | None) -> tuple[Provider, str]:
+        """The provider and model for `actor`'s request: the one rule of which models a user
+        may use (chat on every face, and the /v1 gateway: call this). None: the default, or
+        the first allowed model. A model they may not use answers like an unknown one."""
         if not model and actor.allowed_models is not None:
             model = await self.default_model_for(actor)
             if model is None:
@@ -188,7 +191,7 @@ class Chat:
         params = validated(params)
         # limits: requests per minute and the daily token quota (every transport).
         await check_chat_allowed(self.db, actor, limiter=self.limiter, limits=self.limits)
-        provider, model = await self._resolve_for(actor, params.model)
+        provider, model = await self.resolve_for(actor, params.model)
         request_id = params.request_id or uuid.uuid4().hex
         key = reply_key(actor.id, request_id)
         # validated(): every role is one of llm.base.Role
