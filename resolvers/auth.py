@@ -71,6 +71,15 @@ class UserGone(NotFound):
     default_message = "User not found"
 
 
+# The password hash of an account made by single sign-on: never a valid hash, so password
+# sign-in (and anything else that asks for the password) fails for it.
+NO_PASSWORD = "!sso"
+
+
+def has_password(user: User) -> bool:
+    return user.password_hash != NO_PASSWORD
+
+
 class Deactivated(Unauthenticated):
     default_message = "This account is deactivated"
 

@@ -50,9 +50,6 @@ from resolvers.kit.settings import Settings
 
 log = logging.getLogger("chat_studio.sso")
 
-# An account created by a provider has no password: this is never a valid hash, so password
-# sign-in (and anything that asks for the password) fails for it.
-NO_PASSWORD = "!sso"
 GOOGLE_ISSUER = "https://accounts.google.com"
 GITHUB_AUTHORIZE = "https://github.com/login/oauth/authorize"
 GITHUB_TOKEN = "https://github.com/login/oauth/access_token"
@@ -310,7 +307,7 @@ async def _new_user(session: AsyncSession, identity: Identity, provider: Provide
         "@users.noreply.invalid")
     user = User(id=f"user_{uuid.uuid4().hex[:16]}", username=username,
                 username_key=username.lower(), email=validation.email(email),
-                password_hash=NO_PASSWORD, created_at=utcnow())
+                password_hash=auth.NO_PASSWORD, created_at=utcnow())
     session.add(user)
     await session.flush()  # before rows that refer to it (no ORM relationships order them)
     return user

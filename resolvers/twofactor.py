@@ -203,12 +203,15 @@ async def verify(session: AsyncSession, security: Security, *, mfa_token: str,
 async def disable(session: AsyncSession, security: Security, actor: User, *, password: str,
                   code: str | None = None, recovery_code: str | None = None,
                   limiter: RateLimiter | None = None, address: str | None = None) -> None:
-    """Turn 2FA off: needs the password and a code (or a recovery code)."""
+    """Turn 2FA off: needs the password and a code (or a recovery code). An account made by
+    single sign-on has no password: the code alone (with its access token) does."""
     await _limit(security, limiter, actor.id, address)
-    ok = await asyncio.to_thread(security.verify_password,
-                                 password[: validation.PASSWORD_MAX * 4], actor.password_hash)
-    if not ok:
-        raise InvalidCredentials("Incorrect password")
+    if auth.has_password(actor):
+        ok = await asyncio.to_thread(security.verify_password,
+                                     password[: validation.PASSWORD_MAX * 4],
+                                     actor.password_hash)
+        if not ok:
+            raise InvalidCredentials("Incorrect password")
     user = await session.get(User, actor.id)
     if user is None:
         raise auth.UserGone()

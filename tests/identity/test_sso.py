@@ -4,6 +4,7 @@ code flow with PKCE, the issuer's JWKS, and every way a sign-in must fail — a 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -231,4 +232,9 @@ async def test_sso_never_skips_our_second_factor(sso: SsoServer,
         "mfa_token": again.json()["mfa_token"], "recovery_code": codes[0]})
     assert verified.status_code == 200
     assert (await me(http, verified.json()["access_token"]))["totp_enabled"]
+    # No password to give: the account's own code turns 2FA off again.
+    off = await http.post("/api/auth/2fa/disable", headers=bearer(token),
+                          json={"password": "", "code": totp.at(time.time() + 30)})
+    assert off.status_code == 200, off.text
+    assert "access_token" in (await sign_in(sso, http, hint)).json()
 
