@@ -170,7 +170,8 @@ class Chat:
             if model is None:
                 access.check(actor, await self.default_model())
         provider, resolved = await self._resolve(model)
-        access.check(actor, resolved, [m.id for m in await self.models()])
+        if not access.allows(actor, resolved):
+            access.check(actor, resolved, [m.id for m in await self.models()])
         return provider, resolved
 
     async def _resolve(self, model: str | None) -> tuple[Provider, str]:
