@@ -259,13 +259,15 @@ async def login(
         user.password_hash if user else None,
     )
     if user is None or not ok:
+        # An unknown name is not kept: it is often a password typed into the wrong field.
         audit.record(session, audit.LOGIN_FAILED, target_id=user.id if user else None,
-                     ip=address, detail={"username": key[:64]})
+                     ip=address, detail={"username": user.username} if user else
+                     {"unknown_user": True})
         await session.commit()
         raise InvalidCredentials()
     if not user.active:
         audit.record(session, audit.LOGIN_FAILED, target_id=user.id, ip=address,
-                     detail={"username": key[:64], "reason": "deactivated"})
+                     detail={"username": user.username, "reason": "deactivated"})
         await session.commit()
         raise Deactivated()
     if limiter is not None:

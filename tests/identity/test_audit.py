@@ -38,6 +38,11 @@ async def test_every_event_is_recorded_without_secrets(client: httpx.AsyncClient
                                json={"username": user["username"], "password": "wrong one"})
     assert failed.status_code == 401
     secrets.append("wrong one")
+    # A password typed into the username field is not kept either.
+    typo = await client.post("/api/auth/login", json={"username": "hunter2-my-password",
+                                                      "password": "x"})
+    assert typo.status_code == 401
+    secrets.append("hunter2-my-password")
     ok = await client.post("/api/auth/login", json={"username": user["username"],
                                                     "password": PASSWORD})
     token = ok.json()["access_token"]
@@ -83,7 +88,8 @@ async def test_every_event_is_recorded_without_secrets(client: httpx.AsyncClient
     text = json.dumps(response.json())
     for secret in secrets:
         assert secret not in text, "a secret reached the audit log"
-    failure = next(e for e in events if e["type"] == "login.failed")
+    failure = next(e for e in events if e["type"] == "login.failed" and e["target_id"])
+    assert {"unknown_user": True} in [e["detail"] for e in events if e["type"] == "login.failed"]
     assert (failure["request_id"], failure["ip"], failure["target_id"]) == (
         request_id, "127.0.0.1", uid)
     update = next(e for e in events if e["type"] == "admin.user_updated")
