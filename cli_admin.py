@@ -3,8 +3,9 @@ calls resolvers/ and prints). The first admin is made here, by whoever runs the 
 
     chat-studio admin promote USERNAME
 
-Wire it into the console script with `cli_admin.register(subparsers)`; it sets
-`func(args) -> int` on its parsers. Also runnable alone: `python cli_admin.py promote NAME`.
+Wired into the console script (`chat_studio_cli.py`, branch habits) with
+`cli_admin.register(subparsers)`: like `serve` and `migrate` it sets `run(args) -> int` on its
+parser. Also runnable alone from the repository: `python cli_admin.py promote NAME`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="admin_command", required=True)
     make = commands.add_parser("promote", help="give USERNAME the admin role")
     make.add_argument("username")
-    make.set_defaults(func=promote)
+    make.set_defaults(run=promote)
     return parser
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chat-studio")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["admin", *(sys.argv[1:] if argv is None else argv)])
-    result: int = args.func(args)
+    result: int = args.run(args)
     return result
 
 
