@@ -64,6 +64,13 @@ def _migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_promote(args: argparse.Namespace) -> int:
+    import cli_admin  # the app's module: importable once _enter() put the app on sys.path
+
+    result: int = cli_admin.promote(args)
+    return result
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="chat-studio", description="AI Chat Studio API server")
     root.add_argument("--app-dir", help="the repository to run (default: the current folder "
@@ -77,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     migrate = commands.add_parser("migrate", help="apply the database migrations and exit")
     migrate.set_defaults(run=_migrate)
+    admin = commands.add_parser("admin", help="administration from the server's shell")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    promote = admin_commands.add_parser("promote", help="give USERNAME the admin role (how the "
+                                        "first admin is made)")
+    promote.add_argument("username")
+    promote.set_defaults(run=_admin_promote)
     return root
 
 

@@ -35,6 +35,7 @@ class RegisterBody(BaseModel):
     username: str = Field(max_length=256)
     email: str = Field(max_length=320)
     password: str = Field(max_length=1024)
+    invite_code: str | None = Field(default=None, max_length=64)  # SIGNUP=invite
 
 
 class LoginBody(BaseModel):
@@ -63,6 +64,13 @@ class UserOut(BaseModel):
     username: str
     email: str
     created_at: str
+    role: str = "user"
+    totp_enabled: bool = False
+
+
+class MfaOut(BaseModel):
+    mfa_required: bool
+    mfa_token: str
 
 
 # JSON types are taken as they are: `true` is not a number, "0.5" is not a number, 1.5 is not
@@ -229,6 +237,13 @@ def token_json(pair: auth.TokenPair) -> dict[str, Any]:
             "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}
 
 
+def sign_in_json(result: auth.TokenPair | auth.MfaChallenge) -> dict[str, Any]:
+    """Tokens, or for a 2FA account `{"mfa_required": true, "mfa_token"}` and no token."""
+    if isinstance(result, auth.MfaChallenge):
+        return {"mfa_required": True, "mfa_token": result.mfa_token}
+    return token_json(result)
+
+
 # ---------------------------------------------------------------- dependencies
 
 
@@ -341,19 +356,21 @@ async def register(body: RegisterBody, request: Request, services: ServicesDep,
     """Create an account. Answers with an access token (and a refresh token)."""
     pair = await auth.register(session, services.security, username=body.username,
                                email=body.email, password=body.password,
-                               limiter=services.limiter, address=client_address(request))
+                               limiter=services.limiter, address=client_address(request),
+                               invite_code=body.invite_code)
     return token_json(pair)
 
 
-@router.post("/api/auth/login", tags=["auth"], response_model=TokenOut,
+@router.post("/api/auth/login", tags=["auth"], response_model=TokenOut | MfaOut,
              responses={401: {"description": "Incorrect username or password"}, **RATE_LIMITED})
 async def login(body: LoginBody, request: Request, services: ServicesDep,
                 session: SessionDep) -> dict[str, Any]:
-    """Sign in. An unknown user and a wrong password get the same answer."""
-    pair = await auth.login(session, services.security, username=body.username,
-                            password=body.password, limiter=services.limiter,
-                            address=client_address(request))
-    return token_json(pair)
+    """Sign in. An unknown user and a wrong password get the same answer. With 2FA on, the
+    answer is `{"mfa_required": true, "mfa_token"}`: finish at /api/auth/2fa/verify."""
+    result = await auth.login(session, services.security, username=body.username,
+                              password=body.password, limiter=services.limiter,
+                              address=client_address(request))
+    return sign_in_json(result)
 
 
 @router.post("/api/auth/refresh", tags=["auth"], response_model=TokenOut)
@@ -390,7 +407,8 @@ async def delete_me(body: DeleteAccountBody, services: ServicesDep, session: Ses
 @router.get("/api/auth/me", tags=["auth"], response_model=UserOut)
 async def me(user: UserDep) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "email": user.email,
-            "created_at": as_utc(user.created_at).isoformat()}
+            "created_at": as_utc(user.created_at).isoformat(), "role": user.role,
+            "totp_enabled": user.totp_enabled}
 
 
 @router.get("/api/conversations", tags=["conversations"], response_model=list[ConversationOut])
@@ -446,11 +464,12 @@ async def get_stats(session: SessionDep, user: UserDep) -> dict[str, Any]:
 
 
 @router.get("/api/models", tags=["chat"], response_model=list[ModelOut])
-async def list_models(services: ServicesDep, _user: UserDep) -> list[dict[str, Any]]:
-    """Models chat can use right now (the embedded one always; providers with a key)."""
-    default = await services.chat.default_model()
+async def list_models(services: ServicesDep, user: UserDep) -> list[dict[str, Any]]:
+    """Models you can chat with right now (the embedded one always; providers with a key;
+    only those an admin allowed you, when they set a list)."""
+    default = await services.chat.default_model_for(user)
     return [{"id": m.id, "provider": m.provider, "name": m.name or m.id,
-             "default": m.id == default} for m in await services.chat.models()]
+             "default": m.id == default} for m in await services.chat.models_for(user)]
 
 
 def chat_params(body: ChatRequest) -> chat.ChatParams:

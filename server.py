@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
+import compat_identity
 import compat_rest
 import compat_ws
 import explorers
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: request ids and HTTP metrics, then the body limit (413 before any parsing).
     middleware.install(app, max_body_bytes=settings.max_body_bytes)
     compat_rest.install(app)
+    compat_identity.install(app)
     compat_ws.install(app)
     explorers.install(app)
     schema = build_schema(limits=Limits.from_settings(settings))

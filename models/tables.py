@@ -8,7 +8,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+    true,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -24,6 +37,20 @@ class User(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     # Raised by "log out everywhere": access tokens carry the generation they were issued in.
     token_generation: int = Field(default=0)
+    # --- identity and administration (issue 14) ---
+    role: str = Field(default="user", max_length=16,
+                      sa_column_kwargs={"server_default": text("'user'")})  # user | admin
+    active: bool = Field(default=True, sa_column=Column(Boolean, nullable=False,
+                                                        server_default=true()))
+    # None: every model; else the model ids this user may chat with (set by an admin).
+    allowed_models: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # TOTP: the secret (encrypted with a key derived from SECRET_KEY) exists from setup on;
+    # it only counts once totp_enabled is set by a correct code.
+    totp_secret: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    totp_enabled: bool = Field(default=False, sa_column=Column(Boolean, nullable=False,
+                                                               server_default=false()))
+    # The last accepted 30-second step: a code is accepted once (no replay within its window).
+    totp_last_step: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class Conversation(SQLModel, table=True):
@@ -102,3 +129,85 @@ class TokenUsage(SQLModel, table=True):
     completion_tokens: int = 0
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     request_id: str | None = Field(default=None, max_length=64)
+
+
+class RecoveryCode(SQLModel, table=True):
+    """A 2FA recovery code: only its sha256 is kept; `used_at` makes it single-use."""
+
+    __tablename__ = "recovery_codes"
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(
+        sa_column=Column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    code_hash: str = Field(max_length=64, unique=True)
+    used_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class OAuthIdentity(SQLModel, table=True):
+    """A user's account at a sign-in provider: (provider, subject) names one person there."""
+
+    __tablename__ = "oauth_identities"
+    __table_args__ = (UniqueConstraint("provider", "subject", name="uq_oauth_provider_subject"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(
+        sa_column=Column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    provider: str = Field(max_length=32)
+    subject: str = Field(max_length=255)
+    email: str | None = Field(default=None, max_length=254)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class OAuthLogin(SQLModel, table=True):
+    """A sign-in started at /authorize and not finished yet: the `state` we sent, with the
+    nonce and PKCE verifier that belong to it. Deleted when the callback uses it (once)."""
+
+    __tablename__ = "oauth_logins"
+
+    state: str = Field(primary_key=True, max_length=128)
+    provider: str = Field(max_length=32)
+    nonce: str = Field(max_length=128)
+    code_verifier: str = Field(max_length=128)
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Invite(SQLModel, table=True):
+    """A sign-up invite (SIGNUP=invite): the code is kept hashed and works once."""
+
+    __tablename__ = "invites"
+
+    id: str = Field(primary_key=True, max_length=36)
+    code_hash: str = Field(max_length=64, unique=True)
+    created_by: str | None = Field(
+        default=None,
+        sa_column=Column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    used_by: str | None = Field(
+        default=None,
+        sa_column=Column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    used_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only: rows are inserted in the transaction of the change they record and never
+    updated or deleted by the application. No foreign keys: the record outlives its users."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at", "id"),
+        Index("ix_audit_log_type_at", "type", "at", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    type: str = Field(max_length=48)
+    actor_id: str | None = Field(default=None, max_length=40)
+    target_id: str | None = Field(default=None, max_length=128)
+    ip: str | None = Field(default=None, max_length=64)
+    request_id: str | None = Field(default=None, max_length=64)
+    detail: dict[str, object] = Field(default_factory=dict,
+                                      sa_column=Column(JSON, nullable=False))

@@ -17,6 +17,7 @@ from resolvers.kit.settings import Settings
 from resolvers.llm.base import Provider
 from resolvers.llm.registry import LLMConfig, ProviderRegistry
 from resolvers.services import Services
+from resolvers.sso import SignOn
 
 log = logging.getLogger("chat_studio.server")
 
@@ -56,6 +57,7 @@ async def running_services(
                 lease_seconds=settings.reply_lease_seconds,
                 limits=ChatLimits(per_minute=settings.rate_limit_chat_per_minute,
                                   daily_tokens=settings.daily_token_quota))
+    sign_on = SignOn(settings)
     try:
         await upgrade(db.engine)
         embedded = registry.providers.get("embedded")
@@ -64,8 +66,9 @@ async def running_services(
             seconds = await load()
             log.info("embedded model loaded in %.2fs", seconds)
         yield Services(settings=settings, db=db, security=Security(settings), broker=broker,
-                       chat=chat, limiter=limiter)
+                       chat=chat, limiter=limiter, sign_on=sign_on)
     finally:
+        await sign_on.aclose()
         await chat.aclose()
         await broker.aclose()
         await limiter.aclose()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -13,10 +15,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import RefreshToken, User
-from resolvers import validation
+from models import Invite, RefreshToken, User
+from resolvers import audit, validation
 from resolvers.kit.clock import now_ms, utcnow
-from resolvers.kit.errors import InvalidCredentials, NotFound, Unauthenticated, UsernameTaken
+from resolvers.kit.errors import (
+    AppError,
+    Forbidden,
+    InvalidCredentials,
+    NotFound,
+    Unauthenticated,
+    UsernameTaken,
+)
 from resolvers.kit.ratelimit import RateLimiter, enforce
 from resolvers.kit.security import Security
 
@@ -62,6 +71,55 @@ class UserGone(NotFound):
     default_message = "User not found"
 
 
+# The password hash of an account made by single sign-on: never a valid hash, so password
+# sign-in (and anything else that asks for the password) fails for it.
+NO_PASSWORD = "!sso"
+
+
+def has_password(user: User) -> bool:
+    return user.password_hash != NO_PASSWORD
+
+
+class Deactivated(Unauthenticated):
+    default_message = "This account is deactivated"
+
+
+@dataclass(frozen=True, slots=True)
+class MfaChallenge:
+    """A correct password for an account with 2FA: no tokens yet, only the short-lived
+    `mfa_token` that `twofactor.verify` exchanges for them with a code."""
+
+    mfa_token: str
+    user: User
+
+
+class MfaRequired(AppError):
+    """GraphQL's answer to a password sign-in of a 2FA account (`extensions.mfaToken`)."""
+
+    code = "MFA_REQUIRED"
+    http_status = 401
+    default_message = "Two-factor authentication required: call verifyTwoFactor"
+
+
+def hash_code(code: str) -> str:
+    """Invite and recovery codes are random; a plain sha256 of the normalised code is kept."""
+    normal = "".join(code.split()).replace("-", "").lower()
+    return hashlib.sha256(normal.encode()).hexdigest()
+
+
+def new_code(groups: int = 3) -> str:
+    """A human-typable random code such as `k3x9-2mqa-7hzt` (~62 bits with 3 groups)."""
+    alphabet = "23456789abcdefghjkmnpqrstuvwxyz"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(groups))
+
+
+async def issue(
+    session: AsyncSession, security: Security, user: User, *, family_id: str | None = None
+) -> TokenPair:
+    """Sign `user` in: a new access token and refresh token (commits the session)."""
+    return await _issue(session, security, user, family_id=family_id)
+
+
 async def _issue(
     session: AsyncSession, security: Security, user: User, *, family_id: str | None = None
 ) -> TokenPair:
@@ -102,12 +160,39 @@ def _username_key(action: str, username: str) -> str:
     return f"auth:{action}:{username.strip().lower()[:64]}"
 
 
+class SignupClosed(Forbidden):
+    default_message = "Sign-up is closed on this server"
+
+
+async def _take_invite(session: AsyncSession, invite_code: str | None, user_id: str) -> str:
+    """Use an invite code (SIGNUP=invite): once, by a guarded update. Returns its id."""
+    if not invite_code:
+        raise SignupClosed("Sign-up needs an invite code on this server")
+    row = (await session.exec(
+        select(Invite).where(Invite.code_hash == hash_code(invite_code)))).first()
+    if row is None or row.used_at is not None:
+        raise SignupClosed("This invite code is not valid (unknown or already used)")
+    taken = await session.exec(
+        update(Invite).where(col(Invite.id) == row.id, col(Invite.used_at).is_(None))
+        .values(used_at=now_ms(), used_by=user_id))
+    if taken.rowcount != 1:
+        raise SignupClosed("This invite code is not valid (unknown or already used)")
+    return row.id
+
+
 async def register(
     session: AsyncSession, security: Security, *, username: str, email: str, password: str,
     limiter: RateLimiter | None = None, address: str | None = None,
+    invite_code: str | None = None,
 ) -> TokenPair:
     """Create an account and sign it in. Username and email are unique (case-insensitive).
-    With `limiter`, attempts are limited per client `address` and per username."""
+    With `limiter`, attempts are limited per client `address` and per username.
+    SIGNUP=closed refuses (403); SIGNUP=invite needs an unused `invite_code`."""
+    policy = security.settings.signup
+    if policy == "closed":
+        raise SignupClosed()
+    if policy == "invite" and not invite_code:
+        raise SignupClosed("Sign-up needs an invite code on this server")
     await _limit_attempt(security, limiter, action="register", address=address,
                          username=username)
     username = validation.username(username)
@@ -139,16 +224,26 @@ async def register(
     except IntegrityError as exc:  # lost a race with a concurrent registration
         await session.rollback()
         raise UsernameTaken("Username or email already registered") from exc
+    detail: dict[str, Any] = {"username": user.username}
+    if policy == "invite":
+        try:
+            detail["invite_id"] = await _take_invite(session, invite_code, user.id)
+        except SignupClosed:
+            await session.rollback()
+            raise
+    audit.record(session, audit.REGISTER, actor_id=user.id, target_id=user.id, ip=address,
+                 detail=detail)
     return await _issue(session, security, user)
 
 
 async def login(
     session: AsyncSession, security: Security, *, username: str, password: str,
     limiter: RateLimiter | None = None, address: str | None = None,
-) -> TokenPair:
+) -> TokenPair | MfaChallenge:
     """Same answer, in about the same time, for an unknown user and a wrong password.
     With `limiter`, attempts are limited per client `address` and per username; a
-    successful sign-in clears the username's count."""
+    successful sign-in clears the username's count. An account with 2FA gets an
+    MfaChallenge instead of tokens."""
     validation.text(username, field="username")
     validation.text(password, field="password")
     await _limit_attempt(security, limiter, action="login", address=address, username=username)
@@ -166,9 +261,24 @@ async def login(
         user.password_hash if user else None,
     )
     if user is None or not ok:
+        # An unknown name is not kept: it is often a password typed into the wrong field.
+        audit.record(session, audit.LOGIN_FAILED, target_id=user.id if user else None,
+                     ip=address, detail={"username": user.username} if user else
+                     {"unknown_user": True})
+        await session.commit()
         raise InvalidCredentials()
+    if not user.active:
+        audit.record(session, audit.LOGIN_FAILED, target_id=user.id, ip=address,
+                     detail={"username": user.username, "reason": "deactivated"})
+        await session.commit()
+        raise Deactivated()
     if limiter is not None:
         await limiter.reset(_username_key("login", username))
+    if user.totp_enabled:
+        return MfaChallenge(mfa_token=security.create_mfa_token(user.id, user.token_generation),
+                            user=user)
+    audit.record(session, audit.LOGIN_OK, actor_id=user.id, target_id=user.id, ip=address,
+                 detail={"method": "password"})
     return await _issue(session, security, user)
 
 
@@ -184,6 +294,8 @@ async def authenticate(session: AsyncSession, security: Security, token: str | N
         raise UserGone()
     if claims.generation != user.token_generation:
         raise Unauthenticated("Token has been revoked")
+    if not user.active:
+        raise Deactivated()
     return user
 
 
@@ -223,6 +335,9 @@ async def refresh(session: AsyncSession, security: Security, *, refresh_token: s
     user = await session.get(User, row.user_id)
     if user is None:
         raise UserGone()
+    if not user.active:
+        await session.rollback()
+        raise Deactivated()
     return await _issue(session, security, user, family_id=row.family_id)
 
 
@@ -261,6 +376,8 @@ async def logout(
         ).first()
         if row is not None:
             await _revoke_family(session, row.family_id, now)
+    audit.record(session, audit.LOGOUT, actor_id=actor.id, target_id=actor.id,
+                 detail={"everywhere": everywhere})
     await session.commit()
     if everywhere and broker is not None:
         generation = (
@@ -288,6 +405,8 @@ async def delete_account(
         raise InvalidCredentials("Incorrect password")
     # The database cascades to every row that belongs to the user.
     await session.exec(delete(User).where(col(User.id) == actor.id))
+    audit.record(session, audit.ACCOUNT_DELETED, actor_id=actor.id, target_id=actor.id,
+                 detail={"username": actor.username})
     await session.commit()
     if broker is not None:
         await publish_revocation(broker, actor.id, "deleted")

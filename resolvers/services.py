@@ -16,6 +16,7 @@ from resolvers.kit.settings import Settings
 if TYPE_CHECKING:
     from resolvers.chat import Chat
     from resolvers.kit.broker import Broker
+    from resolvers.sso import SignOn
 
 
 @dataclass
@@ -27,3 +28,5 @@ class Services:
     chat: Chat
     # Rate limits (memory, or Redis with REDIS_URL); assembly.py builds the real one.
     limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
+    # Single sign-on providers (assembly.py builds it from the OIDC_/GITHUB_/GOOGLE_ settings).
+    sign_on: SignOn | None = None

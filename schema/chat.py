@@ -68,11 +68,11 @@ class ChatQuery:
     @strawberry.field(description="Models chat can use right now.")
     async def models(self, info: strawberry.Info) -> list[Model]:
         context = ctx(info)
-        await context.actor()
+        actor = await context.actor()
         chat_service = context.services.chat
-        default = await chat_service.default_model()
+        default = await chat_service.default_model_for(actor)
         return [Model(id=m.id, provider=m.provider, name=m.name or m.id,
-                      is_default=m.id == default) for m in await chat_service.models()]
+                      is_default=m.id == default) for m in await chat_service.models_for(actor)]
 
 
 @strawberry.type

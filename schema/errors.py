@@ -30,6 +30,8 @@ def shape_error(error: GraphQLError) -> GraphQLError:
             extensions["retryAfter"] = original.retry_after
         if "available" in original.extra:
             extensions["available"] = original.extra["available"]
+        if "mfa_token" in original.extra:  # login of a 2FA account: the second step's token
+            extensions["mfaToken"] = original.extra["mfa_token"]
         message = original.message
     elif isinstance(original, GraphQLError) or (
         isinstance(original, ValueError) and error.path is None

@@ -39,19 +39,24 @@ class Mutation:
                 session, context.services.security,
                 username=input.username, email=input.email, password=input.password,
                 limiter=context.services.limiter, address=context.client_address(),
+                invite_code=input.invite_code,
             )
         return AuthPayload.from_pair(pair)
 
-    @strawberry.mutation(description="Sign in; unknown user and wrong password answer alike.")
+    @strawberry.mutation(description="Sign in; unknown user and wrong password answer alike. "
+                         "With 2FA on: error MFA_REQUIRED with extensions.mfaToken.")
     async def login(self, info: strawberry.Info, input: LoginInput) -> AuthPayload:
         context = ctx(info)
         async with context.session() as session:
-            pair = await auth.login(
+            result = await auth.login(
                 session, context.services.security,
                 username=input.username, password=input.password,
                 limiter=context.services.limiter, address=context.client_address(),
             )
-        return AuthPayload.from_pair(pair)
+        if isinstance(result, auth.MfaChallenge):
+            # No tokens without the second factor: extensions.mfaToken → verifyTwoFactor.
+            raise auth.MfaRequired(mfa_token=result.mfa_token)
+        return AuthPayload.from_pair(result)
 
     @strawberry.mutation(description="Rotate a refresh token (each can be used once).")
     async def refresh_token(self, info: strawberry.Info, refresh_token: str) -> AuthPayload:

@@ -23,11 +23,17 @@ class User:
     username: str
     email: str
     created_at: datetime
+    role: str = strawberry.field(default="user", description="admin or user")
+    active: bool = True
+    allowed_models: list[str] | None = strawberry.field(
+        default=None, description="The models this user may use; null: all")
+    totp_enabled: bool = False
 
     @classmethod
     def from_model(cls, row: UserRow) -> User:
         return cls(id=strawberry.ID(row.id), username=row.username, email=row.email,
-                   created_at=as_utc(row.created_at))
+                   created_at=as_utc(row.created_at), role=row.role, active=row.active,
+                   allowed_models=row.allowed_models, totp_enabled=row.totp_enabled)
 
 
 @strawberry.enum
@@ -154,6 +160,8 @@ class RegisterInput:
     username: str
     email: str
     password: str
+    invite_code: str | None = strawberry.field(default=None,
+                                               description="Needed when SIGNUP=invite")
 
 
 @strawberry.input

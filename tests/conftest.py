@@ -32,7 +32,8 @@ from resolvers.services import Services
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = bool(os.environ.get("CI"))
-TABLES = ["token_usage", "refresh_tokens", "messages", "conversations", "users"]
+TABLES = ["token_usage", "refresh_tokens", "messages", "conversations", "audit_log", "invites",
+          "oauth_logins", "oauth_identities", "recovery_codes", "users"]
 
 
 def _unreachable(kind: str, error: BaseException) -> None:

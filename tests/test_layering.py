@@ -16,22 +16,29 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP_MODULES = ("compat_rest", "compat_ws", "middleware", "explorers", "server", "main",
-               "chat_studio_cli")
+TOP_MODULES = ("compat_rest", "compat_identity", "compat_ws", "middleware", "explorers",
+               "server", "main", "chat_studio_cli", "cli_admin")
 PACKAGES = ("models", "resolvers", "schema")
 APP = set(PACKAGES) | set(TOP_MODULES)
 WEB = {"strawberry", "fastapi", "starlette", "uvicorn"}
 FORBIDDEN = {
     "models": APP - {"models"} | WEB,
     "resolvers": APP - {"models", "resolvers"} | WEB,
-    "schema": {"compat_rest", "compat_ws", "middleware", "explorers", "server", "main",
-               "chat_studio_cli"},
-    "compat_rest": {"schema", "server", "explorers", "main", "chat_studio_cli"},
-    "compat_ws": {"schema", "server", "explorers", "main", "chat_studio_cli"},
+    "schema": {"compat_rest", "compat_identity", "compat_ws", "middleware", "explorers",
+               "server", "main", "chat_studio_cli", "cli_admin"},
+    "compat_rest": {"schema", "server", "compat_identity", "explorers", "main",
+                    "chat_studio_cli", "cli_admin"},
+    "compat_identity": {"schema", "server", "compat_ws", "explorers", "main", "chat_studio_cli",
+                        "cli_admin"},
+    "compat_ws": {"schema", "server", "compat_identity", "explorers", "main", "chat_studio_cli",
+                  "cli_admin"},
     # Entry points sit above server (main aliases it; chat_studio_cli runs it): nothing below
     # imports them.
     "explorers": {"server", "main", "chat_studio_cli"},
     "server": {"main", "chat_studio_cli"},
+    # The command line is a face: operations only, no web framework.
+    "cli_admin": {"schema", "server", "compat_rest", "compat_identity", "compat_ws",
+                  "middleware"} | WEB,
 }
 # resolvers/ sub-packages that are leaves: they may import each other's modules (llm → kit),
 # never an operation.

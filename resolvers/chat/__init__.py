@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from models import User
-from resolvers import auth, conversations, stats
+from resolvers import access, auth, conversations, stats
 from resolvers.chat.events import (
     COMPLETE,
     ERROR,
@@ -235,6 +235,31 @@ class Chat:
         _provider, model = await self._resolve(None)
         return model
 
+    async def models_for(self, actor: User) -> list[ModelInfo]:
+        """The models `actor` may use (all, or the admin's `allowed_models`)."""
+        return access.permitted(actor, await self.models())
+
+    async def default_model_for(self, actor: User) -> str | None:
+        """The default model, or the first one `actor` may use when the default is not."""
+        default = await self.default_model()
+        if access.allows(actor, default):
+            return default
+        permitted = await self.models_for(actor)
+        return permitted[0].id if permitted else None
+
+    async def resolve_for(self, actor: User, model: str | None) -> tuple[Provider, str]:
+        """The provider and model for `actor`'s request: the one rule of which models a user
+        may use (chat on every face, and the /v1 gateway: call this). None: the default, or
+        the first allowed model. A model they may not use answers like an unknown one."""
+        if not model and actor.allowed_models is not None:
+            model = await self.default_model_for(actor)
+            if model is None:
+                access.check(actor, await self.default_model())
+        provider, resolved = await self._resolve(model)
+        if not access.allows(actor, resolved):
+            access.check(actor, resolved, [m.id for m in await self.models()])
+        return provider, resolved
+
     async def _resolve(self, model: str | None) -> tuple[Provider, str]:
         try:
             return await self.registry.resolve(model)
@@ -256,7 +281,7 @@ class Chat:
                               retry_after=1)
         # limits: requests per minute and the daily token quota (every transport).
         await check_chat_allowed(self.db, actor, limiter=self.limiter, limits=self.limits)
-        provider, model = await self._resolve(params.model)
+        provider, model = await self.resolve_for(actor, params.model)
         request_id = params.request_id or uuid.uuid4().hex
         key = reply_key(actor.id, request_id)
         # validated(): every role is one of llm.base.Role
@@ -383,23 +408,28 @@ class Chat:
 
     async def _watch_stop(self, key: str, user_id: str, running: _Running) -> None:
         # Stops may be asked on any worker: they arrive over the broker. So does the
-        # deletion of the account (auth publishes it on the revocation channel).
+        # deactivation or deletion of the account (auth publishes it on the revocation
+        # channel): not a logout, other sessions' replies stay.
         async def stop_asked() -> None:
             async with self.broker.subscribe(stop_channel(key)) as subscription:
                 async for _message in subscription:
                     return
 
-        async def account_deleted() -> None:
+        async def account_revoked() -> None:
             channel = auth.revocation_channel(user_id)
             async with self.broker.subscribe(channel) as subscription:
                 async for message in subscription:
-                    if message.get("reason") == "deleted":
+                    reason = message.get("reason")
+                    if reason == "deleted":  # nothing left to store the reply in
                         running.ended_by = "deleted"
                         return
+                    if reason == "deactivated":  # stopped, and kept as stopped
+                        return
 
-        waiters = [asyncio.create_task(stop_asked()), asyncio.create_task(account_deleted())]
+        waiters = [asyncio.create_task(stop_asked()), asyncio.create_task(account_revoked())]
         try:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            # A broker failure in a watcher is not a reason to stop the reply.
             if any(not task.cancelled() and task.exception() is None for task in done):
                 running.stop.set()
         finally:

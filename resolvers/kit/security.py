@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import uuid
@@ -10,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import jwt
+from cryptography.fernet import Fernet, InvalidToken
 from passlib.context import CryptContext
 
 from resolvers.kit.clock import utcnow
@@ -91,6 +93,44 @@ class Security:
             jti=str(claims["jti"]),
             expires_at=int(claims["exp"]),
         )
+
+    # --- the second step of a 2FA sign-in: proves the password, is no access token ---
+    def create_mfa_token(self, user_id: str, generation: int) -> str:
+        now = utcnow()
+        claims: dict[str, Any] = {
+            "sub": user_id, "iat": now,
+            "exp": now + timedelta(seconds=self.settings.mfa_token_expire_seconds),
+            "jti": uuid.uuid4().hex, "gen": generation, "typ": "mfa",
+        }
+        return jwt.encode(claims, self._key, algorithm=self.settings.algorithm)
+
+    def decode_mfa_token(self, token: str) -> AccessClaims:
+        try:
+            claims = jwt.decode(token, self._key, algorithms=[self.settings.algorithm],
+                                options={"require": ["sub", "exp", "iat", "jti"]})
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("The sign-in expired; sign in again") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("Invalid mfa_token") from exc
+        if claims.get("typ") != "mfa" or not isinstance(claims.get("sub"), str):
+            raise Unauthenticated("Invalid mfa_token")
+        return AccessClaims(user_id=claims["sub"], generation=int(claims.get("gen", 0)),
+                            jti=str(claims["jti"]), expires_at=int(claims["exp"]))
+
+    # --- secrets kept at rest (TOTP secrets): Fernet with a key derived from SECRET_KEY ---
+    def _fernet(self) -> Fernet:
+        digest = hashlib.sha256(b"chat-studio totp at rest:" + self._key.encode()).digest()
+        return Fernet(base64.urlsafe_b64encode(digest))
+
+    def seal(self, value: str) -> str:
+        return self._fernet().encrypt(value.encode()).decode()
+
+    def unseal(self, value: str) -> str:
+        try:
+            return self._fernet().decrypt(value.encode()).decode()
+        except InvalidToken as exc:  # SECRET_KEY changed since it was sealed
+            raise Unauthenticated("This 2FA secret cannot be read (the server key changed)"
+                                  ) from exc
 
     # --- refresh tokens: opaque, stored only as a hash ---
     @staticmethod

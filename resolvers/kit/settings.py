@@ -154,6 +154,27 @@ class Settings(BaseSettings):
     # Proxies whose X-Forwarded-For names the client (IPs or CIDRs, comma-separated).
     trusted_proxies: Annotated[list[str], NoDecode] = []
 
+    # --- identity and administration (README "Identity and administration") ---
+    signup: Literal["open", "invite", "closed"] = "open"
+    mfa_token_expire_seconds: int = Field(300, ge=30)  # the second step of a 2FA sign-in
+    totp_issuer: str = "AI Chat Studio"  # the name authenticator apps show
+    # Single sign-on: any OpenID Connect issuer by discovery, plus GitHub and Google.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_name: str = "Single sign-on"
+    oidc_scopes: str = "openid email profile"
+    github_client_id: str = ""
+    github_client_secret: str = ""
+    google_client_id: str = ""
+    google_client_secret: str = ""
+    # Where the provider sends the browser back: {PUBLIC_URL}/api/auth/oauth/{id}/callback.
+    public_url: str = "http://localhost:8000"
+    # The app page that receives our tokens in its URL fragment; empty: the callback answers
+    # JSON.
+    oauth_redirect_url: str = ""
+    oauth_login_ttl_seconds: int = Field(600, ge=30)  # how long a started sign-in stays valid
+
     # --- observability ---
     metrics_enabled: bool = True  # GET /metrics (Prometheus)
     sentry_dsn: str = ""

@@ -77,7 +77,9 @@ async def test_login_and_me(client: httpx.AsyncClient) -> None:
     me = await client.get("/api/auth/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200
     user = me.json()
-    assert set(user) == {"id", "username", "email", "created_at"}
+    # CONTRACT-2 §5 adds `role` (and we add `totp_enabled`) to the guide's fields.
+    assert set(user) == {"id", "username", "email", "created_at", "role", "totp_enabled"}
+    assert (user["role"], user["totp_enabled"]) == ("user", False)
     assert user["id"].startswith("user_")
     assert (user["username"], user["email"]) == ("Alice", "alice@example.com")
     created = datetime.fromisoformat(user["created_at"].replace("Z", "+00:00"))
