@@ -16,7 +16,7 @@ from starlette.requests import HTTPConnection
 
 from models import Conversation as ConversationRow
 from models import User
-from resolvers import auth, chat, conversations, stats, validation
+from resolvers import auth, chat, conversations, keys, stats, validation
 from resolvers.chat.events import ChatError, ReplyEvent
 from resolvers.health import check as health_check
 from resolvers.kit import metrics, ratelimit
@@ -113,6 +113,7 @@ class StatsOut(BaseModel):
     total_messages: int
     total_tokens: int
     average_messages_per_conversation: float
+    total_cost_usd: float
 
 
 class MessageOnly(BaseModel):
@@ -237,16 +238,32 @@ async def db_session(
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <access_token>`")
 
 
-async def current_user(
-    services: Annotated[Services, Depends(services_of)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
-    # A short session of its own: chat routes wait for a whole reply (or stream it) and must
-    # not hold a pooled connection meanwhile.
-    async with services.db.session() as session:
-        return await auth.authenticate(
-            session, services.security, credentials.credentials if credentials else None
-        )
+def authenticated(*scopes: keys.Scope) -> Any:
+    """A dependency: the caller (access token or API key) allowed one of `scopes`."""
+
+    async def caller(
+        services: Annotated[Services, Depends(services_of)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> keys.Caller:
+        # A short session of its own: chat routes wait for a whole reply (or stream it) and
+        # must not hold a pooled connection meanwhile.
+        async with services.db.session() as session:
+            return await keys.authenticate(
+                session, services.security, credentials.credentials if credentials else None,
+                scopes=scopes)
+
+    return caller
+
+
+_any_caller = authenticated(*keys.KEY_SCOPES)
+
+
+async def current_user(request: Request,
+                       caller: Annotated[keys.Caller, Depends(_any_caller)]) -> User:
+    """The caller, for routes whose HTTP method says what they do: an API key needs `read`
+    for GET, `write` for anything else."""
+    keys.require(caller.key, ["read"] if request.method in ("GET", "HEAD") else ["write"])
+    return caller.user
 
 
 def client_address(connection: HTTPConnection) -> str:
@@ -263,6 +280,10 @@ ServicesDep = Annotated[Services, Depends(services_of)]
 # been sent (a streamed response would otherwise hold its connection for its whole life).
 SessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
 UserDep = Annotated[User, Depends(current_user)]
+# Chat and /v1 (scope chat); the account itself (no API key ever).
+ChatCallerDep = Annotated[keys.Caller, Depends(authenticated("chat"))]
+AccountCallerDep = Annotated[keys.Caller, Depends(authenticated(keys.ACCOUNT))]
+ModelsCallerDep = Annotated[keys.Caller, Depends(authenticated("chat", "read"))]
 
 # ---------------------------------------------------------------- routes
 
@@ -342,9 +363,9 @@ async def refresh(body: RefreshBody, services: ServicesDep, session: SessionDep)
 
 @router.post("/api/auth/logout", tags=["auth"], response_model=MessageOnly)
 async def logout(body: LogoutBody, services: ServicesDep, session: SessionDep,
-                 user: UserDep) -> dict[str, str]:
+                 caller: AccountCallerDep) -> dict[str, str]:
     """Revoke a refresh token, or with `everywhere` every token of yours."""
-    await auth.logout(session, services.security, user, refresh_token=body.refresh_token,
+    await auth.logout(session, services.security, caller.user, refresh_token=body.refresh_token,
                       everywhere=body.everywhere, broker=services.broker)
     return {"message": "logged out"}
 
@@ -356,10 +377,10 @@ class DeleteAccountBody(BaseModel):
 @router.delete("/api/auth/me", tags=["auth"], response_model=MessageOnly,
                responses={401: {"description": "Wrong password or token"}})
 async def delete_me(body: DeleteAccountBody, services: ServicesDep, session: SessionDep,
-                    user: UserDep) -> dict[str, str]:
+                    caller: AccountCallerDep) -> dict[str, str]:
     """Delete your account and everything in it (needs your password); your open
     WebSockets close with 4401."""
-    await auth.delete_account(session, services.security, user, password=body.password,
+    await auth.delete_account(session, services.security, caller.user, password=body.password,
                               broker=services.broker)
     return {"message": "account deleted"}
 
@@ -419,11 +440,12 @@ async def get_stats(session: SessionDep, user: UserDep) -> dict[str, Any]:
         "total_messages": data.total_messages,
         "total_tokens": data.total_tokens,
         "average_messages_per_conversation": data.average_messages_per_conversation,
+        "total_cost_usd": data.total_cost_usd,
     }
 
 
 @router.get("/api/models", tags=["chat"], response_model=list[ModelOut])
-async def list_models(services: ServicesDep, _user: UserDep) -> list[dict[str, Any]]:
+async def list_models(services: ServicesDep, _caller: ModelsCallerDep) -> list[dict[str, Any]]:
     """Models chat can use right now (the embedded one always; providers with a key)."""
     default = await services.chat.default_model()
     return [{"id": m.id, "provider": m.provider, "name": m.name or m.id,
@@ -487,34 +509,36 @@ async def event_stream(services: Services, user: User, request_id: str,
                          "(`Retry-After` says when to try again)"},
     502: {"description": "The provider failed"}, 504: {"description": "The provider timed out"},
 })
-async def post_chat(body: ChatRequest, services: ServicesDep, user: UserDep) -> Any:
+async def post_chat(body: ChatRequest, services: ServicesDep, caller: ChatCallerDep) -> Any:
     """Chat with a model. With `conversation_id`, the user's message and the reply are kept
     in that conversation by the server, even if the client goes away mid-reply."""
     params = chat_params(body)
+    user = caller.user
     if not body.stream:
-        result = await services.chat.complete(user, params)
+        result = await services.chat.complete(user, params, api_key=caller.key)
         return {"content": result.content, "tokens": result.tokens, "model": result.model,
                 "request_id": result.request_id, "finish_reason": result.finish_reason}
-    handle = await services.chat.start(user, params)
+    handle = await services.chat.start(user, params, api_key=caller.key)
     return await event_stream(services, user, handle.request_id, 0)
 
 
 @router.get("/api/chat/{request_id}/events", tags=["chat"], responses={
     200: {"content": {"text/event-stream": {}}}, 404: {"description": "Unknown or not yours"}})
-async def resume_chat(request_id: str, services: ServicesDep, user: UserDep,
+async def resume_chat(request_id: str, services: ServicesDep, caller: ChatCallerDep,
                       after: int = 0,
                       last_event_id: Annotated[str | None, Header()] = None) -> Any:
     """Resume a reply's SSE stream after its last received event (`Last-Event-ID` header or
     `?after=`); the rest arrives exactly once, then the completion."""
     if last_event_id and last_event_id.strip().isdigit():
         after = max(after, int(last_event_id.strip()))
-    return await event_stream(services, user, request_id, after)
+    return await event_stream(services, caller.user, request_id, after)
 
 
 @router.post("/api/chat/{request_id}/stop", tags=["chat"], response_model=StopOut)
-async def stop_chat(request_id: str, services: ServicesDep, user: UserDep) -> dict[str, bool]:
+async def stop_chat(request_id: str, services: ServicesDep,
+                    caller: ChatCallerDep) -> dict[str, bool]:
     """Stop a reply; what was generated so far is kept."""
-    return {"stopped": await services.chat.stop(user, request_id)}
+    return {"stopped": await services.chat.stop(caller.user, request_id)}
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -546,6 +570,8 @@ def error_response(exc: AppError) -> JSONResponse:
     else:
         detail = exc.message
     body: dict[str, Any] = {"detail": detail}
+    if "code" in exc.extra:  # a machine-readable reason (budget_exceeded)
+        body["code"] = exc.extra["code"]
     if "available" in exc.extra:
         body["available"] = exc.extra["available"]
     return JSONResponse(body, status_code=exc.http_status, headers=headers)

@@ -1,5 +1,14 @@
 """SQLModel tables only (what is stored)."""
 
-from models.tables import Conversation, Message, RefreshToken, TokenUsage, User
+from models.tables import (
+    ApiKey,
+    BudgetLedger,
+    Conversation,
+    Message,
+    RefreshToken,
+    TokenUsage,
+    User,
+)
 
-__all__ = ["Conversation", "Message", "RefreshToken", "TokenUsage", "User"]
+__all__ = ["ApiKey", "BudgetLedger", "Conversation", "Message", "RefreshToken", "TokenUsage",
+           "User"]

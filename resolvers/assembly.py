@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
+from resolvers.billing import Billing, PriceTable, to_micros
 from resolvers.chat import Chat
 from resolvers.chat.limits import ChatLimits
 from resolvers.kit.broker import make_broker
@@ -53,7 +54,11 @@ async def running_services(
     limiter = make_limiter(settings.redis_url or None)
     chat = Chat(db=db, broker=broker, registry=registry, limiter=limiter,
                 limits=ChatLimits(per_minute=settings.rate_limit_chat_per_minute,
-                                  daily_tokens=settings.daily_token_quota))
+                                  daily_tokens=settings.daily_token_quota),
+                billing=Billing(
+                    prices=PriceTable.load(settings.model_prices or None),
+                    default_monthly_budget_micros=to_micros(
+                        settings.default_monthly_budget_usd)))
     try:
         await upgrade(db.engine)
         embedded = registry.providers.get("embedded")

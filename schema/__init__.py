@@ -16,6 +16,7 @@ from strawberry.types import ExecutionContext
 
 from schema.chat import ChatMutation, ChatQuery
 from schema.errors import ErrorCodes
+from schema.keys import KeysMutation, KeysQuery
 from schema.mutations import Mutation as CoreMutation
 from schema.protection import Limits
 from schema.protection import extensions as protection
@@ -32,8 +33,8 @@ class Schema(strawberry.Schema):
         return None
 
 
-Query = merge_types("Query", (CoreQuery, ChatQuery))
-Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation))
+Query = merge_types("Query", (CoreQuery, ChatQuery, KeysQuery))
+Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation, KeysMutation))
 
 
 def build_schema(limits: Limits | None = None, **kwargs: Any) -> Schema:

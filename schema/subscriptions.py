@@ -111,9 +111,10 @@ class Subscription:
         self, info: strawberry.Info, input: ChatInput
     ) -> AsyncGenerator[ChatEvent, None]:
         context = ctx(info)
-        actor = await context.actor()
+        caller = await context.caller("chat")
+        actor = caller.user
         service = context.services.chat
-        handle = await service.start(actor, chat_params(input))
+        handle = await service.start(actor, chat_params(input), api_key=caller.key)
         # Unsubscribing stops only this reader: the reply is still generated and kept.
         async for seq, event in service.events(actor, handle.request_id):
             yield chat_event(seq, event)
@@ -124,7 +125,7 @@ class Subscription:
         self, info: strawberry.Info, request_id: strawberry.ID, after: int = 0
     ) -> AsyncGenerator[ChatEvent, None]:
         context = ctx(info)
-        actor = await context.actor()
+        actor = await context.actor("chat")
         async for seq, event in context.services.chat.events(actor, str(request_id),
                                                              after=after):
             yield chat_event(seq, event)
@@ -134,7 +135,7 @@ class Subscription:
         self, info: strawberry.Info, conversation_id: strawberry.ID
     ) -> AsyncGenerator[TypingEvent, None]:
         context = ctx(info)
-        actor = await context.actor()
+        actor = await context.actor("read")
         subscription = presence.subscribe_typing(context.services.broker, actor,
                                                  conversation_id=str(conversation_id))
         async with subscription:
@@ -219,7 +220,7 @@ class GraphQLRouter(StrawberryRouter[Context, None]):
             user = await socket.authenticate(token)
         except AppError as exc:
             raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
-        context.authenticated(user, token)
+        context.authenticated(user, token, socket.key)
         return UNSET
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:

@@ -19,8 +19,9 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import cast
 
-from models import User
-from resolvers import conversations, stats
+from models import ApiKey, User
+from resolvers import billing, conversations
+from resolvers.billing import Billing, Price, Reservation
 from resolvers.chat.events import (
     COMPLETE,
     ERROR,
@@ -94,6 +95,12 @@ class ChatResult:
     prompt_tokens: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Bill:
+    price: Price
+    reservation: Reservation
+
+
 @dataclass(slots=True)
 class _Running:
     stop: StopSignal
@@ -140,6 +147,8 @@ class Chat:
     # Abuse limits, enforced in start() for every transport (built by assembly.py).
     limiter: RateLimiter | None = None
     limits: ChatLimits = field(default_factory=ChatLimits)
+    # Prices and budgets (resolvers/billing), checked in start() for every face.
+    billing: Billing = field(default_factory=Billing)
 
     async def models(self) -> list[ModelInfo]:
         return await self.registry.list_models()
@@ -158,17 +167,20 @@ class Chat:
                 field="model", available=available,
             ) from exc
 
-    async def start(self, actor: User, params: ChatParams) -> ReplyHandle:
-        """Validate, store the user's message (with conversation_id) and start generating.
+    async def start(self, actor: User, params: ChatParams, *,
+                    api_key: ApiKey | None = None) -> ReplyHandle:
+        """Validate, reserve the reply's worst-case cost on the user's (and `api_key`'s) budget,
+        store the user's message (with conversation_id) and start generating.
 
-        Returns at once; the reply's events are read with `events()`.
+        Returns at once; the reply's events are read with `events()`. `api_key`: the API key the
+        caller used — its budget is charged and its usage is recorded under it.
         """
         params = validated(params)
         # limits: requests per minute and the daily token quota (every transport).
         await check_chat_allowed(self.db, actor, limiter=self.limiter, limits=self.limits)
         provider, model = await self._resolve(params.model)
         request_id = params.request_id or uuid.uuid4().hex
-        key = reply_key(actor.id, request_id)
+        reply = reply_key(actor.id, request_id)
         # validated(): every role is one of llm.base.Role
         history = [ChatMessage(role=cast(Role, m.role), content=m.content)
                    for m in params.messages]
@@ -183,36 +195,53 @@ class Chat:
                     system_prompt = conversation.system_prompt
         if system_prompt and not any(m.role == "system" for m in history):
             history.insert(0, ChatMessage(role="system", content=system_prompt))
+        # budgets: hold the worst case (every prompt byte a token, max_tokens generated)
+        # before anything is started; settled to the real cost when the reply ends.
+        price = self.billing.prices.price(provider.name, model)
+        worst = price.cost_micros(
+            billing.prompt_tokens_upper_bound(m.content for m in history), params.max_tokens)
+        reservation = await billing.reserve(self.db, actor, api_key, amount=worst,
+                                            model=model, billing=self.billing)
         try:
-            await self.broker.reply_start(key, owner_id=actor.id)
+            await self.broker.reply_start(reply, owner_id=actor.id)
         except ReplyExists as exc:
+            await billing.release(self.db, reservation)
             raise Conflict(f"request_id {request_id!r} is already in use") from exc
+        except BaseException:
+            await billing.release(self.db, reservation)
+            raise
         if params.conversation_id is not None:
             # The user's message is kept before generation starts: never lost, even if the
             # provider fails or the server stops mid-reply.
             newest = params.messages[-1]
-            async with self.db.session() as session:
-                await conversations.append_messages(
-                    session, actor, conversation_id=params.conversation_id,
-                    messages=[conversations.MessageInput(
-                        content=newest.content, role=cast(Role, newest.role), id=newest.id,
-                        timestamp=newest.timestamp)],
-                )
+            try:
+                async with self.db.session() as session:
+                    await conversations.append_messages(
+                        session, actor, conversation_id=params.conversation_id,
+                        messages=[conversations.MessageInput(
+                            content=newest.content, role=cast(Role, newest.role),
+                            id=newest.id, timestamp=newest.timestamp)],
+                    )
+            except BaseException:
+                await billing.release(self.db, reservation)
+                raise
         request = GenerationRequest(model=model, messages=history,
-                                    temperature=params.temperature, max_tokens=params.max_tokens)
+                                    temperature=params.temperature, max_tokens=params.max_tokens,
+                                    top_p=params.top_p, stop=params.stop)
         stop = StopSignal()
         task = asyncio.create_task(
-            self._generate(actor, key, request_id, provider, request, stop, params),
-            name=f"reply {key}",
+            self._generate(actor, reply, request_id, provider, request, stop, params,
+                           _Bill(price, reservation)),
+            name=f"reply {reply}",
         )
-        self._running[key] = _Running(stop=stop, task=task)
-        task.add_done_callback(lambda _t: self._running.pop(key, None))
+        self._running[reply] = _Running(stop=stop, task=task)
+        task.add_done_callback(lambda _t: self._running.pop(reply, None))
         metrics.CHAT_REQUESTS.labels(model=model).inc()  # metrics
-        return ReplyHandle(request_id=request_id, model=model, reply_key=key)
+        return ReplyHandle(request_id=request_id, model=model, reply_key=reply)
 
     async def _generate(self, actor: User, key: str, request_id: str, provider: Provider,
                         request: GenerationRequest, stop: StopSignal,
-                        params: ChatParams) -> None:
+                        params: ChatParams, bill: _Bill) -> None:
         parts: list[str] = []
         status, finish_reason = ERROR, "error"
         prompt_tokens = completion_tokens = 0
@@ -237,7 +266,7 @@ class Chat:
                     status = STOPPED if item.finish_reason == "stopped" else COMPLETE
             terminal = ChatComplete(tokens=completion_tokens, model=request.model,
                                     request_id=request_id, finish_reason=finish_reason,
-                                    status=status)
+                                    status=status, prompt_tokens=prompt_tokens)
         except ProviderError as exc:
             code = "provider_timeout" if exc.timeout else "provider_error"
             log.warning("provider %s failed for %s: %s", exc.provider, key, exc.message)
@@ -256,12 +285,17 @@ class Chat:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
             content = "".join(parts)
+            if not prompt_tokens and (parts or terminal is None or status == ERROR):
+                # The provider never reported usage (failed or cut short): it still read the
+                # prompt; bill a typical count for it.
+                prompt_tokens = billing.prompt_tokens_estimate(
+                    m.content for m in request.messages)
             _observe_usage(request.model, prompt_tokens, completion_tokens,  # metrics
                            time.perf_counter() - (first_token_at or started))
             message_id = await self._store(actor, params, content=content, model=request.model,
                                            status=status, prompt_tokens=prompt_tokens,
                                            completion_tokens=completion_tokens,
-                                           request_id=request_id)
+                                           request_id=request_id, bill=bill)
             if terminal is None:  # cancelled (server shutting down)
                 terminal = ChatError(code="internal",
                                      message="The server stopped during the reply",
@@ -281,17 +315,17 @@ class Chat:
 
     async def _store(self, actor: User, params: ChatParams, *, content: str, model: str,
                      status: str, prompt_tokens: int, completion_tokens: int,
-                     request_id: str) -> str | None:
-        """Keep the reply and its usage. Failures here are logged, never raised: the client
-        still gets its terminal event."""
+                     request_id: str, bill: _Bill) -> str | None:
+        """Keep the reply, its usage and cost (settling its budget reservation). Failures
+        here are logged, never raised: the client still gets its terminal event."""
         message_id: str | None = None
         try:
             async with self.db.session() as session:
-                if completion_tokens or prompt_tokens:
-                    await stats.record_usage(
-                        session, actor, model=model, prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens, request_id=request_id,
-                        created_at=now_ms())
+                await billing.settle(
+                    session, bill.reservation, model=model, prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost_micros=bill.price.cost_micros(prompt_tokens, completion_tokens),
+                    request_id=request_id, created_at=now_ms())
                 if params.conversation_id is not None and (content or status != COMPLETE):
                     stored = await conversations.append_messages(
                         session, actor, conversation_id=params.conversation_id,
@@ -355,9 +389,10 @@ class Chat:
         await self.broker.publish(stop_channel(key), {"stop": True})
         return True
 
-    async def complete(self, actor: User, params: ChatParams) -> ChatResult:
-        """The whole reply at once (REST without stream, GraphQL `chat`)."""
-        handle = await self.start(actor, params)
+    async def complete(self, actor: User, params: ChatParams, *,
+                       api_key: ApiKey | None = None) -> ChatResult:
+        """The whole reply at once (REST without stream, GraphQL `chat`, /v1)."""
+        handle = await self.start(actor, params, api_key=api_key)
         parts: list[str] = []
         async for _seq, event in self.events(actor, handle.request_id):
             match event:
@@ -366,7 +401,8 @@ class Chat:
                 case ChatComplete():
                     return ChatResult(content="".join(parts), tokens=event.tokens,
                                       model=event.model, request_id=handle.request_id,
-                                      finish_reason=event.finish_reason)
+                                      finish_reason=event.finish_reason,
+                                      prompt_tokens=event.prompt_tokens)
                 case ChatError():
                     raise error_of(event)
         raise AppError("The reply ended without a result")

@@ -93,9 +93,11 @@ class ChatComplete(_Event):
     model: str
     finish_reason: str = "stop"  # "stop" | "length" | "stopped"
     message_id: str | None = None  # the stored reply, when the request named a conversation
-    # Internal: how the stored message is marked, and how long the reply took.
+    # Internal: how the stored message is marked, how long the reply took, and the prompt
+    # tokens the provider counted (the /v1 face reports them in `usage`).
     status: str = COMPLETE
     elapsed_ms: int | None = None
+    prompt_tokens: int = 0
 
 
 @event

@@ -25,6 +25,9 @@ DEFAULT_MAX_TOKENS = 2048
 TEMPERATURE_RANGE = (0.0, 2.0)
 MAX_TOKENS_RANGE = (1, 4096)
 MESSAGES_MAX = 1_000
+TOP_P_RANGE = (0.0, 1.0)
+STOP_MAX = 4  # stop sequences per request (OpenAI's limit)
+STOP_LENGTH_MAX = 256
 
 
 @dataclass(slots=True)
@@ -44,6 +47,8 @@ class ChatParams:
     conversation_id: str | None = None
     request_id: str | None = None  # the client's id; echoed on every event of the reply
     system_prompt: str | None = None
+    top_p: float | None = None  # None: the provider's own default
+    stop: list[str] | None = None  # sequences that end the reply (at most STOP_MAX)
 
 
 def _number(value: float) -> str:
@@ -72,6 +77,14 @@ def validated(params: ChatParams) -> ChatParams:
     lo, hi = MAX_TOKENS_RANGE
     if not lo <= params.max_tokens <= hi:
         raise ValidationFailed(f"max_tokens must be between {lo} and {hi}", field="max_tokens")
+    if params.top_p is not None and not TOP_P_RANGE[0] <= params.top_p <= TOP_P_RANGE[1]:
+        raise ValidationFailed("top_p must be between 0 and 1", field="top_p")
+    if params.stop is not None:
+        if len(params.stop) > STOP_MAX:
+            raise ValidationFailed(f"at most {STOP_MAX} stop sequences", field="stop")
+        for sequence in params.stop:
+            validation.bounded_text(sequence, field="stop", limit=STOP_LENGTH_MAX,
+                                    allow_empty=False)
     if params.request_id is not None:
         validation.identifier(params.request_id, field="request_id")
     if params.conversation_id is not None:

@@ -54,6 +54,10 @@ class AnthropicProvider(HTTPProvider):
         }
         if system:
             body["system"] = system
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop_sequences"] = request.stop
         return body
 
     async def stream(self, request: GenerationRequest,

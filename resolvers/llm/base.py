@@ -27,6 +27,8 @@ class GenerationRequest:
     # No defaults here: chat decides them (resolvers/chat/params.py) for every face.
     temperature: float
     max_tokens: int
+    top_p: float | None = None  # None: the provider's default
+    stop: list[str] | None = None  # stop sequences; None: none
 
 
 @dataclass(frozen=True, slots=True)

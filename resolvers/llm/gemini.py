@@ -51,6 +51,10 @@ class GeminiProvider(HTTPProvider):
         }
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
+        if request.top_p is not None:
+            body["generationConfig"]["topP"] = request.top_p
+        if request.stop:
+            body["generationConfig"]["stopSequences"] = request.stop
         return body
 
     async def stream(self, request: GenerationRequest,

@@ -49,7 +49,7 @@ class OpenAIProvider(HTTPProvider):
         return headers
 
     def build_body(self, request: GenerationRequest) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "model": request.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "temperature": request.temperature,
@@ -57,6 +57,11 @@ class OpenAIProvider(HTTPProvider):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = request.stop
+        return body
 
     async def stream(self, request: GenerationRequest,
                      stop: StopSignal) -> AsyncIterator[StreamItem]:
