@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from compat_rest import AccountCallerDep, ServicesDep, SessionDep, UserDep
@@ -113,11 +114,13 @@ async def usage(session: SessionDep, user: UserDep,
                 from_: str | None = Query(None, alias="from", description="YYYY-MM-DD"),
                 to: str | None = Query(None, description="YYYY-MM-DD (inclusive)"),
                 group_by: str | None = Query(None, description="day, model or key"),
-                ) -> dict[str, Any]:
-    """Your requests, tokens and cost (default: this month), grouped by day, model or key."""
+                ) -> JSONResponse:
+    """Your requests, tokens and cost (default: this month), grouped by day, model or key
+    (`key_id` null: calls made while signed in, without a key)."""
     report = await billing.usage(session, user, start=from_, end=to, group_by=group_by)
-    return {"rows": [usage_row_json(row, report.group_by) for row in report.rows],
-            "total": usage_row_json(report.total, None)}
+    # Only the grouping's own field in each row (response_model would add the others).
+    return JSONResponse({"rows": [usage_row_json(row, report.group_by) for row in report.rows],
+                         "total": usage_row_json(report.total, None)})
 
 
 def install(app: FastAPI) -> None:

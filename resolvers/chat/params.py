@@ -83,8 +83,10 @@ def validated(params: ChatParams) -> ChatParams:
         if len(params.stop) > STOP_MAX:
             raise ValidationFailed(f"at most {STOP_MAX} stop sequences", field="stop")
         for sequence in params.stop:
-            validation.bounded_text(sequence, field="stop", limit=STOP_LENGTH_MAX,
-                                    allow_empty=False)
+            # Whitespace is a fine stop sequence ("\n\n"); nothing at all is not.
+            if not sequence:
+                raise ValidationFailed("stop sequences must not be empty", field="stop")
+            validation.bounded_text(sequence, field="stop", limit=STOP_LENGTH_MAX)
     if params.request_id is not None:
         validation.identifier(params.request_id, field="request_id")
     if params.conversation_id is not None:

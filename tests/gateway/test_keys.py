@@ -149,7 +149,7 @@ async def test_revoking_refuses_the_key_at_once_and_closes_its_sockets(
     async with (connect(f"{gateway.ws_url}/ws/{uid}?token={secret}") as ws,
                 connect(f"{gateway.ws_url}/ws/{uid}?token={other_key['key']}") as other_ws,
                 connect(f"{gateway.ws_url}/graphql",
-                        subprotocols=["graphql-transport-ws"]) as gql):  # type: ignore[list-item]
+                        subprotocols=["graphql-transport-ws"]) as gql):
         await gql.send(json.dumps({"type": "connection_init", "payload": {"token": secret}}))
         assert json.loads(await gql.recv())["type"] == "connection_ack"
         await ws.send(json.dumps({"type": "ping"}))
