@@ -285,9 +285,9 @@ class Chat:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
             content = "".join(parts)
-            if not prompt_tokens and (parts or terminal is None or status == ERROR):
-                # The provider never reported usage (failed or cut short): it still read the
-                # prompt; bill a typical count for it.
+            if not prompt_tokens and parts:
+                # Cut short before the provider reported usage: it read the prompt all the
+                # same; bill a typical count for it (a refused request bills nothing).
                 prompt_tokens = billing.prompt_tokens_estimate(
                     m.content for m in request.messages)
             _observe_usage(request.model, prompt_tokens, completion_tokens,  # metrics
