@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compat_rest import SSE_HEADERS, ServicesDep, authenticated
 from resolvers import billing, chat, keys
-from resolvers.chat.events import ChatChunk, ChatComplete, ChatError
+from resolvers.chat.events import ChatChunk, ChatComplete, ChatError, ChatToolCall
 from resolvers.kit.errors import (
     AppError,
     BadInput,
@@ -32,6 +32,7 @@ from resolvers.kit.errors import (
     RateLimited,
     Unauthenticated,
 )
+from resolvers.llm.base import Tool, ToolCall
 
 # ---------------------------------------------------------------- errors
 
@@ -127,6 +128,9 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     n: int | None = None
     user: str | None = Field(default=None, max_length=256)
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None  # accepted; providers decide
 
 
 def _text(content: Any, index: int) -> str:
@@ -154,7 +158,50 @@ def _text(content: Any, index: int) -> str:
 
 
 # OpenAI's newer "developer" role is its system prompt.
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+          "tool": "tool"}
+
+
+def _tools(body: CompletionRequest) -> tuple[tuple[Tool, ...], str | None]:
+    tools: list[Tool] = []
+    for index, tool in enumerate(body.tools or ()):
+        function = tool.get("function") if tool.get("type") == "function" else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise BadInput(f"tools[{index}] must be {{\"type\": \"function\", \"function\": "
+                           "{\"name\", \"description\"?, \"parameters\"?}}",
+                           field=f"tools[{index}]")
+        parameters = function.get("parameters") or {"type": "object", "properties": {}}
+        if not isinstance(parameters, dict):
+            raise BadInput(f"tools[{index}].function.parameters must be a JSON Schema object",
+                           field=f"tools[{index}]")
+        tools.append(Tool(name=function["name"], description=str(function.get("description")
+                                                                   or ""),
+                          parameters=parameters))
+    choice = body.tool_choice
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str):
+            raise BadInput('tool_choice must be "auto", "none", "required" or '
+                           '{"type": "function", "function": {"name"}}', field="tool_choice")
+        choice = name
+    if choice is not None and not tools:
+        choice = None  # OpenAI ignores tool_choice without tools ("none" is the default)
+    return tuple(tools), choice
+
+
+def _tool_calls(message: dict[str, Any], index: int) -> tuple[ToolCall, ...]:
+    calls: list[ToolCall] = []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(call.get("id"), str) \
+                or not isinstance(function.get("name"), str):
+            raise BadInput(f"messages[{index}].tool_calls needs id and function.name",
+                           field=f"messages[{index}].tool_calls")
+        arguments = function.get("arguments")
+        calls.append(ToolCall(id=call["id"], name=function["name"],
+                              arguments=arguments if isinstance(arguments, str) else "{}"))
+    return tuple(calls)
 
 
 def chat_params(body: CompletionRequest) -> chat.ChatParams:
@@ -165,22 +212,33 @@ def chat_params(body: CompletionRequest) -> chat.ChatParams:
         role = message.get("role")
         if role not in _ROLES:
             raise BadInput(f"messages[{index}].role {role!r} is not supported: use system, "
-                           "developer, user or assistant", field=f"messages[{index}].role")
-        messages.append(chat.ChatMessageInput(role=_ROLES[role],
-                                              content=_text(message.get("content"), index)))
+                           "developer, user, assistant or tool",
+                           field=f"messages[{index}].role")
+        tool_call_id = message.get("tool_call_id")
+        messages.append(chat.ChatMessageInput(
+            role=_ROLES[role], content=_text(message.get("content"), index),
+            tool_calls=_tool_calls(message, index) if role == "assistant" else (),
+            tool_call_id=tool_call_id if isinstance(tool_call_id, str) else None))
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     max_tokens = body.max_completion_tokens or body.max_tokens
+    tools, tool_choice = _tools(body)
     return chat.ChatParams(
         messages=messages, model=body.model,
         temperature=chat.DEFAULT_TEMPERATURE if body.temperature is None else body.temperature,
         max_tokens=chat.DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
-        top_p=body.top_p, stop=stop or None,
+        top_p=body.top_p, stop=stop or None, tools=tools, tool_choice=tool_choice,
     )
 
 
 # ---------------------------------------------------------------- shaping
 
-FINISH_REASONS = {"stop": "stop", "length": "length", "stopped": "stop"}
+FINISH_REASONS = {"stop": "stop", "length": "length", "stopped": "stop",
+                  "tool_calls": "tool_calls"}
+
+
+def _tool_call_json(call: ToolCall | ChatToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments}}
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -245,11 +303,15 @@ async def chat_completions(body: CompletionRequest, services: ServicesDep,
     service, user = services.chat, caller.user
     if not body.stream:
         result = await service.complete(user, params, api_key=caller.key)
+        message: dict[str, Any] = {"role": "assistant", "content": result.content,
+                                   "refusal": None}
+        if result.tool_calls:
+            message["content"] = result.content or None
+            message["tool_calls"] = [_tool_call_json(call) for call in result.tool_calls]
         return {
             "id": f"chatcmpl-{result.request_id}", "object": "chat.completion",
             "created": created, "model": result.model, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.content,
-                                                 "refusal": None},
+            "choices": [{"index": 0, "message": message,
                          "logprobs": None,
                          "finish_reason": FINISH_REASONS.get(result.finish_reason, "stop")}],
             "usage": _usage(result.prompt_tokens, result.tokens),
@@ -269,6 +331,7 @@ async def chat_completions(body: CompletionRequest, services: ServicesDep,
 
     async def stream() -> AsyncIterator[bytes]:
         ended = False
+        calls = 0
         try:
             yield chunk({"role": "assistant", "content": ""})
             pending: list[Any] = [first]
@@ -276,6 +339,11 @@ async def chat_completions(body: CompletionRequest, services: ServicesDep,
                 match event:
                     case ChatChunk():
                         yield chunk({"content": event.content})
+                    case ChatToolCall():
+                        # Whole calls, one chunk each (OpenAI may split the arguments; a
+                        # client that accumulates deltas by index reads both alike).
+                        yield chunk({"tool_calls": [{"index": calls, **_tool_call_json(event)}]})
+                        calls += 1
                     case ChatComplete():
                         ended = True
                         yield chunk({}, FINISH_REASONS.get(event.finish_reason, "stop"))

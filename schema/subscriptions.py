@@ -73,7 +73,18 @@ class ChatError:
     request_id: strawberry.ID
 
 
-ChatEvent = Annotated[ChatChunk | ChatComplete | ChatError, strawberry.union("ChatEvent")]
+@strawberry.type(description="The model calls a function the request offered (its tools); "
+                 "run it and send the result in the next request.")
+class ChatToolCall:
+    id: strawberry.ID
+    name: str
+    arguments: str = strawberry.field(description="A JSON object, as text")
+    seq: int
+    request_id: strawberry.ID
+
+
+ChatEvent = Annotated[ChatChunk | ChatToolCall | ChatComplete | ChatError,
+                      strawberry.union("ChatEvent")]
 
 
 @strawberry.type
@@ -83,12 +94,16 @@ class TypingEvent:
     timestamp: Timestamp
 
 
-def chat_event(seq: int, event: events.ReplyEvent) -> ChatChunk | ChatComplete | ChatError:
+def chat_event(seq: int, event: events.ReplyEvent
+               ) -> ChatChunk | ChatToolCall | ChatComplete | ChatError:
     """A reply event as GraphQL's ChatEvent (only the fields the schema documents)."""
     request_id = strawberry.ID(event.request_id)
     match event:
         case events.ChatChunk():
             return ChatChunk(content=event.content, seq=seq, request_id=request_id)
+        case events.ChatToolCall():
+            return ChatToolCall(id=strawberry.ID(event.id), name=event.name,
+                                arguments=event.arguments, seq=seq, request_id=request_id)
         case events.ChatComplete():
             return ChatComplete(
                 tokens=event.tokens, model=event.model, request_id=request_id,

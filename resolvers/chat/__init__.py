@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -29,6 +30,7 @@ from resolvers.chat.events import (
     ChatChunk,
     ChatComplete,
     ChatError,
+    ChatToolCall,
     ReplyEvent,
     UnknownEvent,
     from_log,
@@ -66,6 +68,8 @@ from resolvers.llm.base import (
     Role,
     StopSignal,
     TextChunk,
+    Tool,
+    ToolCall,
 )
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
 
@@ -93,6 +97,7 @@ class ChatResult:
     request_id: str
     finish_reason: str
     prompt_tokens: int = 0
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,14 @@ def _observe_usage(model: str, prompt_tokens: int, completion_tokens: int,
         if generating_seconds > 0:
             metrics.CHAT_TOKENS_PER_SECOND.labels(model=model).observe(
                 completion_tokens / generating_seconds)
+
+
+def _prompt_texts(history: list[ChatMessage], *, request_tools: tuple[Tool, ...]) -> list[str]:
+    """Everything the provider reads as input: messages, the calls in them, tool schemas."""
+    texts = [m.content for m in history]
+    texts += [call.name + call.arguments for m in history for call in m.tool_calls]
+    texts += [json.dumps([t.name, t.description, t.parameters]) for t in request_tools]
+    return texts
 
 
 def error_of(event: ChatError) -> AppError:
@@ -179,10 +192,14 @@ class Chat:
         # limits: requests per minute and the daily token quota (every transport).
         await check_chat_allowed(self.db, actor, limiter=self.limiter, limits=self.limits)
         provider, model = await self._resolve(params.model)
+        if (params.tools or any(m.role == "tool" or m.tool_calls for m in params.messages)) \
+                and not provider.supports_tools:
+            raise BadInput(f"The model {model!r} cannot use tools", field="tools")
         request_id = params.request_id or uuid.uuid4().hex
         reply = reply_key(actor.id, request_id)
         # validated(): every role is one of llm.base.Role
-        history = [ChatMessage(role=cast(Role, m.role), content=m.content)
+        history = [ChatMessage(role=cast(Role, m.role), content=m.content,
+                               tool_calls=m.tool_calls, tool_call_id=m.tool_call_id)
                    for m in params.messages]
         system_prompt = params.system_prompt
         if params.conversation_id is not None:
@@ -198,8 +215,8 @@ class Chat:
         # budgets: hold the worst case (every prompt byte a token, max_tokens generated)
         # before anything is started; settled to the real cost when the reply ends.
         price = self.billing.prices.price(provider.name, model)
-        worst = price.cost_micros(
-            billing.prompt_tokens_upper_bound(m.content for m in history), params.max_tokens)
+        worst = price.cost_micros(billing.prompt_tokens_upper_bound(_prompt_texts(
+            history, request_tools=params.tools)), params.max_tokens)
         reservation = await billing.reserve(self.db, actor, api_key, amount=worst,
                                             model=model, billing=self.billing)
         try:
@@ -227,7 +244,8 @@ class Chat:
                 raise
         request = GenerationRequest(model=model, messages=history,
                                     temperature=params.temperature, max_tokens=params.max_tokens,
-                                    top_p=params.top_p, stop=params.stop)
+                                    top_p=params.top_p, stop=params.stop,
+                                    tools=params.tools, tool_choice=params.tool_choice)
         stop = StopSignal()
         task = asyncio.create_task(
             self._generate(actor, reply, request_id, provider, request, stop, params,
@@ -260,6 +278,10 @@ class Chat:
                         parts.append(item.text)
                         await self.broker.reply_append(key, ChatChunk(
                             content=item.text, request_id=request_id).to_log())
+                elif isinstance(item, ToolCall):
+                    await self.broker.reply_append(key, ChatToolCall(
+                        id=item.id, name=item.name, arguments=item.arguments,
+                        request_id=request_id).to_log())
                 elif isinstance(item, Finished):
                     prompt_tokens, completion_tokens = item.prompt_tokens, item.completion_tokens
                     finish_reason = item.finish_reason
@@ -394,15 +416,19 @@ class Chat:
         """The whole reply at once (REST without stream, GraphQL `chat`, /v1)."""
         handle = await self.start(actor, params, api_key=api_key)
         parts: list[str] = []
+        calls: list[ToolCall] = []
         async for _seq, event in self.events(actor, handle.request_id):
             match event:
                 case ChatChunk():
                     parts.append(event.content)
+                case ChatToolCall():
+                    calls.append(ToolCall(id=event.id, name=event.name,
+                                          arguments=event.arguments))
                 case ChatComplete():
                     return ChatResult(content="".join(parts), tokens=event.tokens,
                                       model=event.model, request_id=handle.request_id,
                                       finish_reason=event.finish_reason,
-                                      prompt_tokens=event.prompt_tokens)
+                                      prompt_tokens=event.prompt_tokens, tool_calls=calls)
                 case ChatError():
                     raise error_of(event)
         raise AppError("The reply ended without a result")

@@ -268,6 +268,7 @@ class EmbeddedProvider:
     """
 
     name = "embedded"
+    supports_tools = False  # a 135M model: no function calling
 
     def __init__(
         self,

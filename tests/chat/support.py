@@ -75,6 +75,7 @@ class FakeThread:
             fake.finish = "stop"
             fake.chunk_delay = 0.0
             fake.fail = None
+            fake.tool_calls = []
             fake.requests.clear()
 
 

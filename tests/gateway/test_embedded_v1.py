@@ -50,6 +50,12 @@ async def test_the_openai_sdk_uses_the_embedded_model_with_a_key(
             text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
             assert text.strip()
             assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+            # A 135M model has no function calling: refused before generation, not billed.
+            with pytest.raises(openai.BadRequestError) as refused:
+                await sdk.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                    tools=[{"type": "function", "function": {"name": "f"}}])
+            assert refused.value.param == "tools"
         usage = (await http.get("/api/usage?group_by=key", headers=owner.headers)).json()
         assert usage["rows"] == [{"key_id": key["id"], "requests": 2,
                                   "prompt_tokens": usage["total"]["prompt_tokens"],
