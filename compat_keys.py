@@ -24,7 +24,8 @@ class KeyIn(BaseModel):
         description="Any of chat, read, write (default: all three). No key can manage keys, "
                     "the password, 2FA or the account.")
     expires_in_days: int | None = Field(default=None, ge=1, le=keys.EXPIRES_DAYS_MAX)
-    budget_usd: float | None = Field(default=None, ge=0, description="Lifetime budget")
+    budget_usd: float | None = Field(default=None, ge=0, le=keys.BUDGET_USD_MAX,
+                                     description="Lifetime budget in USD")
 
 
 class KeyOut(BaseModel):

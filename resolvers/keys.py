@@ -40,6 +40,7 @@ PREFIX = "cs-"
 PREFIX_SHOWN = 11  # "cs-" + 8 characters
 NAME_MAX = 100
 EXPIRES_DAYS_MAX = 3650
+BUDGET_USD_MAX = 1_000_000  # a key's budget, at most (µ$ fit a 64-bit column many times)
 # last_used_at is written at most this often per key: not one write per request.
 LAST_USED_RESOLUTION_MS = 60_000
 
@@ -128,8 +129,9 @@ async def create(session: AsyncSession, actor: User, *, key: ApiKey | None, name
     if expires_in_days is not None and not 1 <= expires_in_days <= EXPIRES_DAYS_MAX:
         raise ValidationFailed(f"expires_in_days must be between 1 and {EXPIRES_DAYS_MAX}",
                                field="expires_in_days")
-    if budget_micros is not None and budget_micros < 0:
-        raise ValidationFailed("budget_usd must not be negative", field="budget_usd")
+    if budget_micros is not None and not 0 <= budget_micros <= BUDGET_USD_MAX * 1_000_000:
+        raise ValidationFailed(f"budget_usd must be between 0 and {BUDGET_USD_MAX}",
+                               field="budget_usd")
     secret = PREFIX + secrets.token_urlsafe(32)
     now = now_ms()
     row = ApiKey(

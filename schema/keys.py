@@ -54,7 +54,8 @@ class ApiKeyInput:
     scopes: list[str] | None = strawberry.field(
         default=None, description="Any of chat, read, write (default: all three).")
     expires_in_days: int | None = None
-    budget_usd: float | None = None
+    budget_usd: float | None = strawberry.field(default=None,
+                                                description="Lifetime budget in USD")
 
 
 @strawberry.type

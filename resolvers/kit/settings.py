@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     # Cost and budgets (resolvers/billing): a JSON file of prices per model that overrides
     # the built-in table, and every user's monthly budget in USD (0: none).
     model_prices: str = ""
-    default_monthly_budget_usd: float = Field(0.0, ge=0)
+    default_monthly_budget_usd: float = Field(0.0, ge=0, le=1_000_000)
     # Proxies whose X-Forwarded-For names the client (IPs or CIDRs, comma-separated).
     trusted_proxies: Annotated[list[str], NoDecode] = []
 
