@@ -212,3 +212,33 @@ async def test_keys_never_reach_logs_or_error_answers(
         assert secret[3:20] not in answer.text
     logged = "\n".join(r.getMessage() + str(r.args) for r in caplog.records)
     assert secret not in logged and forged not in logged
+
+
+async def test_a_keys_calls_are_billed_to_it_on_every_face(user: KeyUser,
+                                                           gateway: LiveServer) -> None:
+    key = await user.make_key(name="everywhere")
+    auth = bearer(key["key"])
+    ask = [{"role": "user", "content": "hi"}]
+    assert (await user.http.post("/api/chat", headers=auth, json={"messages": ask})
+            ).status_code == 200
+    graphql = await user.http.post("/graphql", headers=auth, json={
+        "query": "mutation($i: ChatInput!) { chat(input: $i) { content } }",
+        "variables": {"i": {"messages": ask}}})
+    assert graphql.json()["data"]["chat"]["content"] == "Hello, world!"
+    assert (await user.http.post("/v1/chat/completions", headers=auth, json={
+        "model": "gpt-4o-mini", "messages": ask})).status_code == 200
+    uid = await user_id(user.http, user.headers["Authorization"].removeprefix("Bearer "))
+    async with connect(f"{gateway.ws_url}/ws/{uid}?token={key['key']}") as ws:
+        await ws.send(json.dumps({"type": "chat", "request_id": "ws1", "messages": ask}))
+        while (await recv_json(ws))["type"] != "chat_complete":
+            pass
+    # A socket opened with a key that lacks `chat` cannot chat on it.
+    read_only = (await user.make_key(scopes=["read"]))["key"]
+    async with connect(f"{gateway.ws_url}/ws/{uid}?token={read_only}") as ws:
+        await ws.send(json.dumps({"type": "chat", "request_id": "ws2", "messages": ask}))
+        refused = await recv_json(ws)
+        assert (refused["type"], refused["code"]) == ("error", "forbidden")
+    await user.http.post("/api/chat", headers=user.headers, json={"messages": ask})
+    by_key = (await user.http.get("/api/usage?group_by=key", headers=user.headers)).json()
+    assert sorted((r["key_id"] or "-", r["requests"]) for r in by_key["rows"]) == [
+        ("-", 1), (key["id"], 4)]
