@@ -5,14 +5,17 @@ usage chunk, content parts, and OpenAI-shaped errors the SDK turns into its own 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
+from tests.chat.conftest import provider_settings
 from tests.chat.support import MODELS, FakeThread
 from tests.conftest import LiveServer
 from tests.fakes.providers import Failure
-from tests.gateway.conftest import REPLY_MICROS, KeyUser
+from tests.gateway.conftest import REPLY_MICROS, KeyUser, key_user
 
 
 @pytest.fixture
@@ -150,3 +153,20 @@ async def test_an_access_token_works_too(user: KeyUser, gateway: LiveServer) -> 
         answer = await client.chat.completions.create(
             model=MODELS["openai"], messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == "Hello, world!"
+
+
+async def test_the_chat_rate_limit_is_openais_429_on_v1(tmp_path: Path, fakes: FakeThread,
+                                                         database_url: str) -> None:
+    settings = provider_settings(tmp_path, fakes, database_url, rate_limit_chat_per_minute=1)
+    with LiveServer.running(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            owner = await key_user(http)
+            secret = (await owner.make_key())["key"]
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=secret,
+                                      max_retries=0) as client:
+            hello = [{"role": "user", "content": "hi"}]
+            await client.chat.completions.create(model=MODELS["openai"], messages=hello)
+            with pytest.raises(openai.RateLimitError) as limited:
+                await client.chat.completions.create(model=MODELS["openai"], messages=hello)
+    assert limited.value.code == "rate_limit_exceeded"
+    assert int(limited.value.response.headers["retry-after"]) >= 1
