@@ -53,9 +53,17 @@ class UsageRowOut(BaseModel):
     cost_usd: float
 
 
+class BudgetOut(BaseModel):
+    monthly_usd: float | None = Field(description="Your monthly budget; null: none")
+    spent_usd: float = Field(description="Spent this calendar month (UTC)")
+    reserved_usd: float = Field(description="Held by replies still running")
+    remaining_usd: float | None
+
+
 class UsageOut(BaseModel):
     rows: list[UsageRowOut]
     total: UsageRowOut
+    budget: BudgetOut
 
 
 def key_json(row: ApiKey) -> dict[str, Any]:
@@ -111,7 +119,7 @@ async def revoke_key(key_id: str, services: ServicesDep, session: SessionDep,
 
 
 @router.get("/api/usage", tags=["stats"], response_model=UsageOut)
-async def usage(session: SessionDep, user: UserDep,
+async def usage(session: SessionDep, user: UserDep, services: ServicesDep,
                 from_: str | None = Query(None, alias="from", description="YYYY-MM-DD"),
                 to: str | None = Query(None, description="YYYY-MM-DD (inclusive)"),
                 group_by: str | None = Query(None, description="day, model or key"),
@@ -119,9 +127,20 @@ async def usage(session: SessionDep, user: UserDep,
     """Your requests, tokens and cost (default: this month), grouped by day, model or key
     (`key_id` null: calls made while signed in, without a key)."""
     report = await billing.usage(session, user, start=from_, end=to, group_by=group_by)
+    budget = await billing.budget_status(session, user, billing=services.chat.billing)
     # Only the grouping's own field in each row (response_model would add the others).
     return JSONResponse({"rows": [usage_row_json(row, report.group_by) for row in report.rows],
-                         "total": usage_row_json(report.total, None)})
+                         "total": usage_row_json(report.total, None),
+                         "budget": budget_json(budget)})
+
+
+def budget_json(budget: billing.BudgetStatus) -> dict[str, Any]:
+    def usd(micros: int | None) -> float | None:
+        return billing.usd(micros) if micros is not None else None
+
+    return {"monthly_usd": usd(budget.monthly_micros), "spent_usd": usd(budget.spent_micros),
+            "reserved_usd": usd(budget.reserved_micros),
+            "remaining_usd": usd(budget.remaining_micros)}
 
 
 def install(app: FastAPI) -> None:

@@ -76,10 +76,28 @@ class UsageRow:
                    completion_tokens=row.completion_tokens, cost_usd=row.cost_usd)
 
 
+@strawberry.type(description="Your monthly budget this calendar month (UTC), in USD.")
+class Budget:
+    monthly_usd: float | None = strawberry.field(description="null: no budget")
+    spent_usd: float
+    reserved_usd: float = strawberry.field(description="Held by replies still running")
+    remaining_usd: float | None
+
+    @classmethod
+    def from_data(cls, status: billing.BudgetStatus) -> Budget:
+        def usd(micros: int | None) -> float | None:
+            return billing.usd(micros) if micros is not None else None
+
+        return cls(monthly_usd=usd(status.monthly_micros), spent_usd=billing.usd(
+            status.spent_micros), reserved_usd=billing.usd(status.reserved_micros),
+            remaining_usd=usd(status.remaining_micros))
+
+
 @strawberry.type
 class Usage:
     rows: list[UsageRow]
     total: UsageRow
+    budget: Budget
 
 
 @strawberry.type
@@ -105,8 +123,10 @@ class KeysQuery:
         async with context.session() as session:
             report = await billing.usage(session, actor, start=from_, end=to,
                                          group_by=group_by)
+            budget = await billing.budget_status(session, actor,
+                                                 billing=context.services.chat.billing)
         return Usage(rows=[UsageRow.from_data(row) for row in report.rows],
-                     total=UsageRow.from_data(report.total))
+                     total=UsageRow.from_data(report.total), budget=Budget.from_data(budget))
 
 
 @strawberry.type

@@ -46,8 +46,9 @@ from resolvers.kit.db import Database
 from resolvers.kit.errors import AppError, ValidationFailed
 
 __all__ = [
-    "FREE", "Billing", "BudgetExceeded", "Price", "PriceTable", "Reservation", "UsageReport",
-    "UsageRow", "prompt_tokens_estimate", "prompt_tokens_upper_bound", "to_micros", "usd",
+    "FREE", "Billing", "BudgetExceeded", "BudgetStatus", "Price", "PriceTable", "Reservation",
+    "UsageReport", "UsageRow", "prompt_tokens_estimate", "prompt_tokens_upper_bound",
+    "to_micros", "usd",
 ]
 
 log = logging.getLogger("chat_studio.billing")
@@ -290,6 +291,33 @@ async def usage(session: AsyncSession, actor: User, *, start: str | None = None,
     total = UsageRow(requests=int(count), prompt_tokens=int(prompt),
                      completion_tokens=int(completion), cost_micros=int(cost))
     return UsageReport(start=first, end=last, group_by=grouping, rows=rows, total=total)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """The caller's monthly budget this month: limit (None: none), spent, held by replies
+    still running."""
+
+    monthly_micros: int | None
+    spent_micros: int
+    reserved_micros: int
+
+    @property
+    def remaining_micros(self) -> int | None:
+        if self.monthly_micros is None:
+            return None
+        return max(self.monthly_micros - self.spent_micros - self.reserved_micros, 0)
+
+
+async def budget_status(session: AsyncSession, actor: User, *, billing: Billing,
+                        now: datetime | None = None) -> BudgetStatus:
+    """Where the caller stands against their monthly budget (UTC calendar month)."""
+    now = now or datetime.now(UTC)
+    ledger = await session.get(BudgetLedger, _month_ledger(actor.id, month_of(now)))
+    return BudgetStatus(
+        monthly_micros=await monthly_budget_micros(session, actor, billing=billing),
+        spent_micros=ledger.spent_micros if ledger else 0,
+        reserved_micros=ledger.reserved_micros if ledger else 0)
 
 
 async def total_cost_micros(session: AsyncSession, actor: User) -> int:

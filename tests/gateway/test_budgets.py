@@ -85,6 +85,16 @@ async def test_fifty_concurrent_requests_never_overspend_a_monthly_budget(
         assert total["cost_usd"] <= ALLOWED * PER_REPLY + 1e-9
         stats = (await http.get("/api/stats", headers=headers)).json()
         assert stats["total_cost_usd"] == pytest.approx(ALLOWED * PER_REPLY)
+        budget = (await http.get("/api/usage", headers=headers)).json()["budget"]
+        assert budget == {"monthly_usd": pytest.approx(ALLOWED * PER_REPLY),
+                          "spent_usd": pytest.approx(ALLOWED * PER_REPLY),
+                          "reserved_usd": 0.0, "remaining_usd": 0.0}
+        graph_budget = (await http.post("/graphql", headers=headers, json={
+            "query": "{ usage { budget { monthlyUsd spentUsd reservedUsd remainingUsd } } }"})
+        ).json()["data"]["usage"]["budget"]
+        assert graph_budget == {"monthlyUsd": pytest.approx(ALLOWED * PER_REPLY),
+                                "spentUsd": pytest.approx(ALLOWED * PER_REPLY),
+                                "reservedUsd": 0.0, "remainingUsd": 0.0}
         # Every face refuses once it is spent, in its own vocabulary.
         graphql = (await http.post("/graphql", headers=headers, json={
             "query": "mutation($i: ChatInput!) { chat(input: $i) { content } }",

@@ -71,4 +71,6 @@ async def test_usage_is_only_the_callers(user: KeyUser) -> None:
     other = await key_user(user.http)
     usage = (await user.http.get("/api/usage", headers=other.headers)).json()
     assert usage == {"rows": [], "total": {"requests": 0, "prompt_tokens": 0,
-                                           "completion_tokens": 0, "cost_usd": 0.0}}
+                                           "completion_tokens": 0, "cost_usd": 0.0},
+                     "budget": {"monthly_usd": None, "spent_usd": 0.0, "reserved_usd": 0.0,
+                                "remaining_usd": None}}
