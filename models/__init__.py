@@ -3,6 +3,7 @@
 from models.tables import (
     ApiKey,
     BudgetLedger,
+    BudgetReservation,
     Conversation,
     Message,
     RefreshToken,
@@ -10,5 +11,5 @@ from models.tables import (
     User,
 )
 
-__all__ = ["ApiKey", "BudgetLedger", "Conversation", "Message", "RefreshToken", "TokenUsage",
-           "User"]
+__all__ = ["ApiKey", "BudgetLedger", "BudgetReservation", "Conversation", "Message",
+           "RefreshToken", "TokenUsage", "User"]

@@ -141,3 +141,20 @@ class BudgetLedger(SQLModel, table=True):
     )
     spent_micros: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     reserved_micros: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class BudgetReservation(SQLModel, table=True):
+    """One reply's hold on its ledgers until it settles. Kept so that a hold whose worker
+    died is found and released (resolvers/billing `release_stale`), not held forever."""
+
+    __tablename__ = "budget_reservations"
+    __table_args__ = (Index("ix_budget_reservations_user_created", "user_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    user_id: str = Field(
+        sa_column=Column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    month_ledger: str = Field(max_length=80)
+    key_ledger: str | None = Field(default=None, max_length=80)
+    amount_micros: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
+from resolvers import billing
 from resolvers.billing import Billing, PriceTable, to_micros
 from resolvers.chat import Chat
 from resolvers.chat.limits import ChatLimits
@@ -61,6 +62,10 @@ async def running_services(
                         settings.default_monthly_budget_usd)))
     try:
         await upgrade(db.engine)
+        try:  # holds of replies whose worker died (a crash, a kill) before they settled
+            await billing.release_stale(db)
+        except Exception:
+            log.exception("could not release stale budget reservations")
         embedded = registry.providers.get("embedded")
         load = getattr(embedded, "load", None)
         if load is not None:

@@ -50,6 +50,20 @@ def upgrade() -> None:
     with op.batch_alter_table('budget_ledgers', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_budget_ledgers_user_id'), ['user_id'], unique=False)
 
+    op.create_table('budget_reservations',
+    sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('user_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('month_ledger', sqlmodel.sql.sqltypes.AutoString(length=80), nullable=False),
+    sa.Column('key_ledger', sqlmodel.sql.sqltypes.AutoString(length=80), nullable=True),
+    sa.Column('amount_micros', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', sa.BigInteger(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('budget_reservations', schema=None) as batch_op:
+        batch_op.create_index('ix_budget_reservations_user_created', ['user_id', 'created_at'],
+                              unique=False)
+
     with op.batch_alter_table('token_usage', schema=None) as batch_op:
         batch_op.add_column(sa.Column('cost_micros', sa.BigInteger(), server_default='0',
                                       nullable=False))
@@ -64,6 +78,9 @@ def downgrade() -> None:
         batch_op.drop_constraint('fk_token_usage_api_key_id', type_='foreignkey')
         batch_op.drop_column('api_key_id')
         batch_op.drop_column('cost_micros')
+    with op.batch_alter_table('budget_reservations', schema=None) as batch_op:
+        batch_op.drop_index('ix_budget_reservations_user_created')
+    op.drop_table('budget_reservations')
     with op.batch_alter_table('budget_ledgers', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_budget_ledgers_user_id'))
     op.drop_table('budget_ledgers')

@@ -15,23 +15,26 @@ key's life `key:<id>`. Reserving is one conditional UPDATE per ledger —
 — in one transaction for both ledgers: the database applies it atomically, whichever worker
 (process, machine) sends it, so concurrent requests can never reserve past the limit together.
 Settling adds the real cost to `spent` and removes the reservation, in the same transaction
-as the usage row. A stopped or failed reply settles for what it generated.
+as the usage row. A stopped or failed reply settles for what it generated. Each hold is also a
+`budget_reservations` row, so the hold of a reply whose worker died is released after an hour
+(`release_stale`: at start, and when a reservation is refused) instead of never.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import ApiKey, BudgetLedger, TokenUsage, User
+from models import ApiKey, BudgetLedger, BudgetReservation, TokenUsage, User
 from resolvers.billing.prices import (
     FREE,
     Price,
@@ -42,6 +45,7 @@ from resolvers.billing.prices import (
     usd,
 )
 from resolvers.kit import metrics
+from resolvers.kit.clock import now_ms
 from resolvers.kit.db import Database
 from resolvers.kit.errors import AppError, ValidationFailed
 
@@ -56,6 +60,9 @@ log = logging.getLogger("chat_studio.billing")
 GroupBy = Literal["day", "model", "key"]
 GROUPS: tuple[GroupBy, ...] = ("day", "model", "key")
 DAY_MS = 86_400_000
+# A reply still holding its reservation after this long lost its worker (a reply lasts
+# minutes at most: the provider stall timeout, max_tokens): its hold is released.
+RESERVATION_STALE_MS = 3_600_000
 
 
 class BudgetExceeded(AppError):
@@ -81,6 +88,7 @@ class Billing:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
+    id: str  # its budget_reservations row while it holds (amount > 0)
     user_id: str
     key_id: str | None
     month_ledger: str
@@ -133,30 +141,84 @@ async def reserve(db: Database, user: User, key: ApiKey | None, *, amount: int,
     or raise BudgetExceeded and hold nothing."""
     now = now or datetime.now(UTC)
     reservation = Reservation(
-        user_id=user.id, key_id=key.id if key else None,
+        id=uuid.uuid4().hex, user_id=user.id, key_id=key.id if key else None,
         month_ledger=_month_ledger(user.id, month_of(now)),
         key_ledger=_key_ledger(key.id) if key else None, amount=amount)
     if amount <= 0:
         return reservation
-    async with db.session() as session:
+    async with db.session() as session:  # a read of its own, ended before the writes
         monthly = await monthly_budget_micros(session, user, billing=billing)
-        # Writes first (the ledger insert takes SQLite's write lock at once: no upgrade
-        # from a read lock that a concurrent writer could refuse).
-        await _ensure_ledger(session, reservation.month_ledger, user.id)
+    refused = await _try_reserve(db, reservation, monthly, key)
+    if refused is not None and await release_stale(db, user_id=user.id):
+        refused = await _try_reserve(db, reservation, monthly, key)  # dead holds are gone
+    if refused == "user":
+        _refused(model, "user")
+        raise BudgetExceeded("Your monthly budget is spent (or this request could exceed it: "
+                             "lower max_tokens)", budget="user")
+    if refused == "key":
+        _refused(model, "key")
+        raise BudgetExceeded("This API key's budget is spent (or this request could exceed "
+                             "it: lower max_tokens)", budget="key")
+    return reservation
+
+
+async def _try_reserve(db: Database, reservation: Reservation, monthly: int | None,
+                       key: ApiKey | None) -> str | None:
+    """Hold the amount on every ledger in one transaction; the budget that refused, if any."""
+    amount = reservation.amount
+    async with db.session() as session:
+        # Writes only (the ledger insert takes SQLite's write lock at once: no upgrade from
+        # a read lock that a concurrent writer could refuse).
+        await _ensure_ledger(session, reservation.month_ledger, reservation.user_id)
         if not await _hold(session, reservation.month_ledger, amount, monthly):
             await session.rollback()
-            _refused(model, "user")
-            raise BudgetExceeded("Your monthly budget is spent (or this request could exceed "
-                                 "it: lower max_tokens)", budget="user")
+            return "user"
         if reservation.key_ledger is not None and key is not None:
-            await _ensure_ledger(session, reservation.key_ledger, user.id)
+            await _ensure_ledger(session, reservation.key_ledger, reservation.user_id)
             if not await _hold(session, reservation.key_ledger, amount, key.budget_micros):
                 await session.rollback()
-                _refused(model, "key")
-                raise BudgetExceeded("This API key's budget is spent (or this request could "
-                                     "exceed it: lower max_tokens)", budget="key")
+                return "key"
+        session.add(BudgetReservation(
+            id=reservation.id, user_id=reservation.user_id,
+            month_ledger=reservation.month_ledger, key_ledger=reservation.key_ledger,
+            amount_micros=amount, created_at=now_ms()))
         await session.commit()
-    return reservation
+    return None
+
+
+async def release_stale(db: Database, *, user_id: str | None = None,
+                        older_than_ms: int = RESERVATION_STALE_MS) -> int:
+    """Release holds older than `older_than_ms` (their worker died mid-reply); how many.
+    Run at start and when a reservation is refused. A reply that does settle later still
+    pays its cost; it just no longer releases a hold that is gone."""
+    cutoff = now_ms() - older_than_ms
+    async with db.session() as session:
+        query = select(BudgetReservation).where(col(BudgetReservation.created_at) < cutoff)
+        if user_id is not None:
+            query = query.where(col(BudgetReservation.user_id) == user_id)
+        rows = list((await session.exec(query.limit(1000))).all())
+    released = 0
+    for row in rows:
+        async with db.session() as session:
+            if not await _drop_reservation(session, row.id):
+                continue  # settled or released meanwhile
+            for ledger in (row.month_ledger, row.key_ledger):
+                if ledger is not None:
+                    await session.exec(update(BudgetLedger).where(
+                        col(BudgetLedger.id) == ledger).values(
+                        reserved_micros=col(BudgetLedger.reserved_micros) - row.amount_micros))
+            await session.commit()
+            released += 1
+    if released:
+        log.warning("released %d budget reservation(s) of replies that never settled",
+                    released)
+    return released
+
+
+async def _drop_reservation(session: AsyncSession, reservation_id: str) -> bool:
+    result = await session.exec(delete(BudgetReservation).where(
+        col(BudgetReservation.id) == reservation_id))
+    return bool(result.rowcount == 1)
 
 
 def _refused(model: str, budget: str) -> None:
@@ -164,6 +226,11 @@ def _refused(model: str, budget: str) -> None:
 
 
 async def _apply(session: AsyncSession, reservation: Reservation, cost: int) -> None:
+    held = 0
+    if reservation.amount > 0 and await _drop_reservation(session, reservation.id):
+        held = reservation.amount  # else a sweep already released it: do not release twice
+    if not held and not cost:
+        return
     for ledger in (reservation.month_ledger, reservation.key_ledger):
         if ledger is None:
             continue
@@ -171,7 +238,7 @@ async def _apply(session: AsyncSession, reservation: Reservation, cost: int) -> 
             await _ensure_ledger(session, ledger, reservation.user_id)
         await session.exec(
             update(BudgetLedger).where(col(BudgetLedger.id) == ledger).values(
-                reserved_micros=col(BudgetLedger.reserved_micros) - max(reservation.amount, 0),
+                reserved_micros=col(BudgetLedger.reserved_micros) - held,
                 spent_micros=col(BudgetLedger.spent_micros) + cost))
 
 

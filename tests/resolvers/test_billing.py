@@ -171,3 +171,31 @@ async def test_migration_0012a_upgrades_a_database_that_holds_data(empty_databas
             assert left == 2
     finally:
         await db.dispose()
+
+
+async def test_a_hold_whose_worker_died_is_released_and_never_twice(services: Services) -> None:
+    from models import BudgetLedger
+
+    user = await make_user(services, "carol")
+    plan = billing.Billing(default_monthly_budget_micros=100)
+    crashed = await billing.reserve(services.db, user, None, amount=60, model="m",
+                                    billing=plan)
+    with pytest.raises(billing.BudgetExceeded):
+        await billing.reserve(services.db, user, None, amount=60, model="m", billing=plan)
+    async with services.db.engine.begin() as conn:  # the crashed reply's hold ages
+        await conn.execute(text("UPDATE budget_reservations SET created_at = created_at - "
+                                "7200000 WHERE id = :id"), {"id": crashed.id})
+    # Refused at first, the reservation sweeps the dead hold and gets through.
+    second = await billing.reserve(services.db, user, None, amount=60, model="m", billing=plan)
+    async with services.db.session() as session:
+        # The crashed reply settles after all: it pays, but does not release a hold twice.
+        await billing.settle(session, crashed, model="m", prompt_tokens=1, completion_tokens=1,
+                             cost_micros=10, request_id="r", created_at=1)
+        ledger = await session.get(BudgetLedger, crashed.month_ledger)
+        assert ledger is not None
+        assert (ledger.spent_micros, ledger.reserved_micros) == (10, 60)
+        await billing.settle(session, second, model="m", prompt_tokens=1, completion_tokens=1,
+                             cost_micros=20, request_id="s", created_at=2)
+        await session.refresh(ledger)
+        assert (ledger.spent_micros, ledger.reserved_micros) == (30, 0)
+    assert await billing.release_stale(services.db) == 0
