@@ -19,7 +19,7 @@ from starlette.requests import HTTPConnection
 
 from models import Conversation as ConversationRow
 from models import User
-from resolvers import auth, chat, conversations, live, stats, validation
+from resolvers import auth, chat, conversations, keys, live, stats, validation
 from resolvers.chat.events import ChatError, ReplyEvent
 from resolvers.health import check as health_check
 from resolvers.kit import metrics, ratelimit
@@ -131,6 +131,7 @@ class StatsOut(BaseModel):
     total_messages: int
     total_tokens: int
     average_messages_per_conversation: float
+    total_cost_usd: float
 
 
 class MessageOnly(BaseModel):
@@ -262,16 +263,32 @@ async def db_session(
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <access_token>`")
 
 
-async def current_user(
-    services: Annotated[Services, Depends(services_of)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
-    # A short session of its own: chat routes wait for a whole reply (or stream it) and must
-    # not hold a pooled connection meanwhile.
-    async with services.db.session() as session:
-        return await auth.authenticate(
-            session, services.security, credentials.credentials if credentials else None
-        )
+def authenticated(*scopes: keys.Scope) -> Any:
+    """A dependency: the caller (access token or API key) allowed one of `scopes`."""
+
+    async def caller(
+        services: Annotated[Services, Depends(services_of)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> keys.Caller:
+        # A short session of its own: chat routes wait for a whole reply (or stream it) and
+        # must not hold a pooled connection meanwhile.
+        async with services.db.session() as session:
+            return await keys.authenticate(
+                session, services.security, credentials.credentials if credentials else None,
+                scopes=scopes)
+
+    return caller
+
+
+_any_caller = authenticated(*keys.KEY_SCOPES)
+
+
+async def current_user(request: Request,
+                       caller: Annotated[keys.Caller, Depends(_any_caller)]) -> User:
+    """The caller, for routes whose HTTP method says what they do: an API key needs `read`
+    for GET, `write` for anything else."""
+    keys.require(caller.key, ["read"] if request.method in ("GET", "HEAD") else ["write"])
+    return caller.user
 
 
 def client_address(connection: HTTPConnection) -> str:
@@ -290,6 +307,10 @@ SessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
 UserDep = Annotated[User, Depends(current_user)]
 # The same credentials current_user checked (FastAPI runs the dependency once per request).
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+# Chat and /v1 (scope chat); the account itself (no API key ever).
+ChatCallerDep = Annotated[keys.Caller, Depends(authenticated("chat"))]
+AccountCallerDep = Annotated[keys.Caller, Depends(authenticated(keys.ACCOUNT))]
+ModelsCallerDep = Annotated[keys.Caller, Depends(authenticated("chat", "read"))]
 
 # ---------------------------------------------------------------- routes
 
@@ -382,9 +403,9 @@ async def refresh(body: RefreshBody, services: ServicesDep, session: SessionDep)
 
 @router.post("/api/auth/logout", tags=["auth"], response_model=MessageOnly)
 async def logout(body: LogoutBody, services: ServicesDep, session: SessionDep,
-                 user: UserDep) -> dict[str, str]:
+                 caller: AccountCallerDep) -> dict[str, str]:
     """Revoke a refresh token, or with `everywhere` every token of yours."""
-    await auth.logout(session, services.security, user, refresh_token=body.refresh_token,
+    await auth.logout(session, services.security, caller.user, refresh_token=body.refresh_token,
                       everywhere=body.everywhere, broker=services.broker)
     return {"message": "logged out"}
 
@@ -396,10 +417,10 @@ class DeleteAccountBody(BaseModel):
 @router.delete("/api/auth/me", tags=["auth"], response_model=MessageOnly,
                responses={401: {"description": "Wrong password or token"}})
 async def delete_me(body: DeleteAccountBody, services: ServicesDep, session: SessionDep,
-                    user: UserDep) -> dict[str, str]:
+                    caller: AccountCallerDep) -> dict[str, str]:
     """Delete your account and everything in it (needs your password); your open
     WebSockets close with 4401."""
-    await auth.delete_account(session, services.security, user, password=body.password,
+    await auth.delete_account(session, services.security, caller.user, password=body.password,
                               broker=services.broker)
     return {"message": "account deleted"}
 
@@ -460,13 +481,15 @@ async def get_stats(session: SessionDep, user: UserDep) -> dict[str, Any]:
         "total_messages": data.total_messages,
         "total_tokens": data.total_tokens,
         "average_messages_per_conversation": data.average_messages_per_conversation,
+        "total_cost_usd": data.total_cost_usd,
     }
 
 
 @router.get("/api/models", tags=["chat"], response_model=list[ModelOut])
-async def list_models(services: ServicesDep, user: UserDep) -> list[dict[str, Any]]:
+async def list_models(services: ServicesDep, caller: ModelsCallerDep) -> list[dict[str, Any]]:
     """Models you can chat with right now (the embedded one always; providers with a key;
     only those an admin allowed you, when they set a list)."""
+    user = caller.user
     default = await services.chat.default_model_for(user)
     return [{"id": m.id, "provider": m.provider, "name": m.name or m.id,
              "default": m.id == default} for m in await services.chat.models_for(user)]
@@ -492,14 +515,16 @@ def sse(seq: int, event: ReplyEvent) -> bytes:
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def event_stream(services: Services, user: User, request_id: str,
+async def event_stream(services: Services, caller: keys.Caller, request_id: str,
                        after: int, token: str) -> Response:
     """SSE of a reply's events. An error before any chunk becomes a plain 502/504 answer,
     so a client sees the failure in the status code when it still can. The stream ends
-    (with an `unauthenticated` error event) when the token is revoked, like a WebSocket."""
+    (with an `unauthenticated` error event) when the caller's token or API key is revoked,
+    like a WebSocket."""
     events = chat.until_revoked(
-        services.chat.events(user, request_id, after=after),
-        live.wait_until_revoked(services.broker, services.db, services.security, token),
+        services.chat.events(caller.user, request_id, after=after),
+        live.wait_until_caller_revoked(services.broker, services.db, services.security,
+                                       caller, token),
         request_id=request_id)
     try:
         first_seq, first = await anext(events)
@@ -537,37 +562,39 @@ async def event_stream(services: Services, user: User, request_id: str,
                          "(`Retry-After` says when to try again)"},
     502: {"description": "The provider failed"}, 504: {"description": "The provider timed out"},
 })
-async def post_chat(body: ChatRequest, services: ServicesDep, user: UserDep,
+async def post_chat(body: ChatRequest, services: ServicesDep, caller: ChatCallerDep,
                     credentials: CredentialsDep) -> Any:
     """Chat with a model. With `conversation_id`, the user's message and the reply are kept
     in that conversation by the server, even if the client goes away mid-reply."""
     params = chat_params(body)
+    user = caller.user
     if not body.stream:
-        result = await services.chat.complete(user, params)
+        result = await services.chat.complete(user, params, api_key=caller.key)
         return {"content": result.content, "tokens": result.tokens, "model": result.model,
                 "request_id": result.request_id, "finish_reason": result.finish_reason}
-    handle = await services.chat.start(user, params)
-    assert credentials is not None  # current_user refused the request otherwise
-    return await event_stream(services, user, handle.request_id, 0, credentials.credentials)
+    handle = await services.chat.start(user, params, api_key=caller.key)
+    assert credentials is not None  # authenticated() refused the request otherwise
+    return await event_stream(services, caller, handle.request_id, 0, credentials.credentials)
 
 
 @router.get("/api/chat/{request_id}/events", tags=["chat"], responses={
     200: {"content": {"text/event-stream": {}}}, 404: {"description": "Unknown or not yours"}})
-async def resume_chat(request_id: str, services: ServicesDep, user: UserDep,
+async def resume_chat(request_id: str, services: ServicesDep, caller: ChatCallerDep,
                       credentials: CredentialsDep, after: int = 0,
                       last_event_id: Annotated[str | None, Header()] = None) -> Any:
     """Resume a reply's SSE stream after its last received event (`Last-Event-ID` header or
     `?after=`); the rest arrives exactly once, then the completion."""
     if last_event_id and last_event_id.strip().isdigit():
         after = max(after, int(last_event_id.strip()))
-    assert credentials is not None  # current_user refused the request otherwise
-    return await event_stream(services, user, request_id, after, credentials.credentials)
+    assert credentials is not None  # authenticated() refused the request otherwise
+    return await event_stream(services, caller, request_id, after, credentials.credentials)
 
 
 @router.post("/api/chat/{request_id}/stop", tags=["chat"], response_model=StopOut)
-async def stop_chat(request_id: str, services: ServicesDep, user: UserDep) -> dict[str, bool]:
+async def stop_chat(request_id: str, services: ServicesDep,
+                    caller: ChatCallerDep) -> dict[str, bool]:
     """Stop a reply; what was generated so far is kept."""
-    return {"stopped": await services.chat.stop(user, request_id)}
+    return {"stopped": await services.chat.stop(caller.user, request_id)}
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -599,6 +626,8 @@ def error_response(exc: AppError) -> JSONResponse:
     else:
         detail = exc.message
     body: dict[str, Any] = {"detail": detail}
+    if "code" in exc.extra:  # a machine-readable reason (budget_exceeded)
+        body["code"] = exc.extra["code"]
     if "available" in exc.extra:
         body["available"] = exc.extra["available"]
     return JSONResponse(json_safe(body), status_code=exc.http_status, headers=headers)

@@ -289,15 +289,19 @@ class Connection:
             await self.send(error(error_code(exc), exc.message, request_id))
 
     async def on_chat(self, user: User, data: dict[str, Any]) -> None:
+        assert self.live is not None
+        self.live.require("chat")  # a socket opened with an API key needs its chat scope
         params = chat_params(data)
         if len(self.readers) >= MAX_READERS:
             raise BadInput(f"At most {MAX_READERS} replies at a time on one connection")
-        handle = await self.services.chat.start(user, params)
+        handle = await self.services.chat.start(user, params, api_key=self.live.key)
         if params.conversation_id is not None:
             await self.join(params.conversation_id)
         self._read(user, handle.request_id, after=0)
 
     async def on_stop(self, user: User, data: dict[str, Any]) -> None:
+        assert self.live is not None
+        self.live.require("chat")
         request_id = _field(data, "request_id", str)
         if request_id is None:
             raise BadInput("stop needs a request_id", field="request_id")
@@ -306,6 +310,8 @@ class Connection:
             await self.send(error("not_found", "No such reply of yours", request_id))
 
     async def on_resume(self, user: User, data: dict[str, Any]) -> None:
+        assert self.live is not None
+        self.live.require("chat")
         request_id = _field(data, "request_id", str)
         after = _field(data, "after", int, 0)
         if request_id is None or after < 0:

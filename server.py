@@ -21,6 +21,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
 import compat_identity
+import compat_keys
+import compat_openai
 import compat_rest
 import compat_ws
 import explorers
@@ -146,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     middleware.install(app, max_body_bytes=settings.max_body_bytes)
     compat_rest.install(app)
     compat_identity.install(app)
+    compat_keys.install(app)
+    compat_openai.install(app)
     compat_ws.install(app)
     explorers.install(app)
     schema = build_schema(limits=Limits.from_settings(settings))

@@ -1,7 +1,10 @@
 """SQLModel tables only (what is stored)."""
 
 from models.tables import (
+    ApiKey,
     AuditEvent,
+    BudgetLedger,
+    BudgetReservation,
     Conversation,
     Invite,
     Message,
@@ -13,5 +16,6 @@ from models.tables import (
     User,
 )
 
-__all__ = ["AuditEvent", "Conversation", "Invite", "Message", "OAuthIdentity", "OAuthLogin",
-           "RecoveryCode", "RefreshToken", "TokenUsage", "User"]
+__all__ = ["ApiKey", "AuditEvent", "BudgetLedger", "BudgetReservation", "Conversation",
+           "Invite", "Message", "OAuthIdentity", "OAuthLogin", "RecoveryCode", "RefreshToken",
+           "TokenUsage", "User"]

@@ -129,6 +129,13 @@ class TokenUsage(SQLModel, table=True):
     completion_tokens: int = 0
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     request_id: str | None = Field(default=None, max_length=64)
+    # What the reply cost, in integer micro-dollars (USD × 10⁶; prices per model), and the
+    # API key that asked for it (None: a signed-in session).
+    cost_micros: int = Field(default=0, sa_column=Column(BigInteger, nullable=False,
+                                                         server_default="0"))
+    api_key_id: str | None = Field(default=None, sa_column=Column(
+        ForeignKey("api_keys.id", ondelete="SET NULL", name="fk_token_usage_api_key_id"),
+        nullable=True))
 
 
 class RecoveryCode(SQLModel, table=True):
@@ -211,3 +218,57 @@ class AuditEvent(SQLModel, table=True):
     request_id: str | None = Field(default=None, max_length=64)
     detail: dict[str, object] = Field(default_factory=dict,
                                       sa_column=Column(JSON, nullable=False))
+
+
+class ApiKey(SQLModel, table=True):
+    """A long-lived credential for scripts and OpenAI SDKs. Only its SHA-256 is kept; the
+    secret is shown once, at creation. Revoking keeps the row (usage still names it)."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_user_created", "user_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    user_id: str = Field(
+        sa_column=Column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    name: str = Field(max_length=100)
+    prefix: str = Field(max_length=16)  # the first characters, to recognise a key in a list
+    key_hash: str = Field(max_length=64, unique=True)  # sha256 hex of the whole key
+    scopes: str = Field(max_length=64)  # comma-separated: chat, read, write
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    expires_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    revoked_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    last_used_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    budget_micros: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class BudgetLedger(SQLModel, table=True):
+    """Running spend of one budget: a user's month (`user:<id>:<YYYY-MM>`) or a key's life
+    (`key:<id>`). Reservations and settlements are single conditional UPDATEs on this row, so
+    concurrent requests on any worker can never reserve past the limit together."""
+
+    __tablename__ = "budget_ledgers"
+
+    id: str = Field(primary_key=True, max_length=80)
+    user_id: str = Field(
+        sa_column=Column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    spent_micros: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    reserved_micros: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class BudgetReservation(SQLModel, table=True):
+    """One reply's hold on its ledgers until it settles. Kept so that a hold whose worker
+    died is found and released (resolvers/billing `release_stale`), not held forever."""
+
+    __tablename__ = "budget_reservations"
+    __table_args__ = (Index("ix_budget_reservations_user_created", "user_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    user_id: str = Field(
+        sa_column=Column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    month_ledger: str = Field(max_length=80)
+    key_ledger: str | None = Field(default=None, max_length=80)
+    amount_micros: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))

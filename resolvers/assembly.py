@@ -6,6 +6,8 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
+from resolvers import billing
+from resolvers.billing import Billing, PriceTable, to_micros
 from resolvers.chat import Chat
 from resolvers.chat.limits import ChatLimits
 from resolvers.kit.broker import make_broker
@@ -56,10 +58,18 @@ async def running_services(
     chat = Chat(db=db, broker=broker, registry=registry, limiter=limiter,
                 lease_seconds=settings.reply_lease_seconds,
                 limits=ChatLimits(per_minute=settings.rate_limit_chat_per_minute,
-                                  daily_tokens=settings.daily_token_quota))
+                                  daily_tokens=settings.daily_token_quota),
+                billing=Billing(
+                    prices=PriceTable.load(settings.model_prices or None),
+                    default_monthly_budget_micros=to_micros(
+                        settings.default_monthly_budget_usd)))
     sign_on = SignOn(settings)
     try:
         await upgrade(db.engine)
+        try:  # holds of replies whose worker died (a crash, a kill) before they settled
+            await billing.release_stale(db)
+        except Exception:
+            log.exception("could not release stale budget reservations")
         embedded = registry.providers.get("embedded")
         load = getattr(embedded, "load", None)
         if load is not None:

@@ -41,17 +41,21 @@ def revocation_channel(user_id: str) -> str:
 
 
 async def publish_revocation(
-    broker: Broker, user_id: str, reason: str, *, below_generation: int | None = None
+    broker: Broker, user_id: str, reason: str, *, below_generation: int | None = None,
+    key_id: str | None = None,
 ) -> None:
     """Tell every worker to close `user_id`'s sockets. Call only after the commit.
 
     `below_generation`: only tokens of an older generation are revoked (logout everywhere
     bumps it; a session signed in afterwards stays open). None revokes every token (deletion).
+    `key_id`: only the sockets that API key opened (the key was revoked).
     Never raises: the change is committed either way, and sockets still close at token expiry.
     """
     message: dict[str, Any] = {"reason": reason}
     if below_generation is not None:
         message["below_generation"] = below_generation
+    if key_id is not None:
+        message["key_id"] = key_id
     try:
         await broker.publish(revocation_channel(user_id), message)
     except Exception:

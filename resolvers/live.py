@@ -24,12 +24,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from resolvers import auth
+from resolvers import auth, keys
 from resolvers.auth import revocation_channel
 from resolvers.kit.errors import AppError, Forbidden, Unavailable
 
 if TYPE_CHECKING:
-    from models import User
+    from models import ApiKey, User
     from resolvers.kit.broker import Broker
     from resolvers.kit.db import Database
     from resolvers.kit.security import Security
@@ -42,8 +42,38 @@ REVOKED = "revoked"
 
 
 def _applies(message: dict[str, Any], generation: int) -> bool:
+    if "key_id" in message:  # an API key was revoked: not this access token's business
+        return False
     below = message.get("below_generation")
     return below is None or generation < int(below)
+
+
+def _applies_to_key(message: dict[str, Any], key_id: str) -> bool:
+    # A key's own revocation, or the account's deletion. Logout-everywhere (which carries
+    # below_generation) ends sessions, not keys: they are revoked one by one.
+    if "key_id" in message:
+        return bool(message["key_id"] == key_id)
+    return "below_generation" not in message
+
+
+async def wait_until_key_revoked(broker: Broker, db: Database, key: ApiKey) -> str:
+    """Like wait_until_revoked, for a socket opened with an API key: until the key is
+    revoked, expires, or its owner is deleted."""
+    async with broker.subscribe(revocation_channel(key.user_id)) as subscription:
+        try:
+            async with db.session() as session:  # short: the socket holds no session
+                key = await keys.still_valid(session, key.id)
+        except AppError:
+            return REVOKED
+        timeout = None if key.expires_at is None else max(key.expires_at / 1000 - time.time(), 0)
+        try:
+            async with asyncio.timeout(timeout):
+                async for message in subscription:
+                    if _applies_to_key(message, key.id):
+                        return str(message.get("reason") or REVOKED)
+        except TimeoutError:
+            return EXPIRED
+    return REVOKED
 
 
 async def wait_until_revoked(broker: Broker, db: Database, security: Security,
@@ -80,6 +110,16 @@ async def wait_until_revoked(broker: Broker, db: Database, security: Security,
     return REVOKED  # the broker closed (server shutting down)
 
 
+async def wait_until_caller_revoked(broker: Broker, db: Database, security: Security,
+                                    caller: keys.Caller, token: str) -> str:
+    """Until the credential `caller` used — an API key, else the access token `token` —
+    stops authorizing a stream (SSE): key revocation or expiry, logout-everywhere,
+    deactivation, deletion."""
+    if caller.key is not None:
+        return await wait_until_key_revoked(broker, db, caller.key)
+    return await wait_until_revoked(broker, db, security, token)
+
+
 OnRevoked = Callable[[str], Awaitable[None]]
 
 
@@ -93,6 +133,7 @@ class LiveSocket:
         self._watcher: asyncio.Task[None] | None = None
         self.user: User | None = None
         self.token: str | None = None
+        self.key: ApiKey | None = None  # when the socket signed in with an API key
 
     async def authenticate(self, token: str | None, *, user_id: str | None = None) -> User:
         """The token's user, checked with a short session; Unauthenticated (or UserGone) when
@@ -103,19 +144,30 @@ class LiveSocket:
         """
         services = self._services
         async with services.db.session() as session:  # short: sockets hold none
-            user = await auth.authenticate(session, services.security, token)
+            # Any key scope may open a socket; each operation on it checks its own scope.
+            caller = await keys.authenticate(session, services.security, token,
+                                             scopes=keys.KEY_SCOPES)
+        user = caller.user
         if user_id is not None and user.id != user_id:
             raise Forbidden("the token belongs to another user")
         assert token is not None  # auth.authenticate refuses a missing token
-        self.user, self.token = user, token
+        self.user, self.token, self.key = user, token, caller.key
         await self._stop_watching()
-        self._watcher = asyncio.create_task(self._watch(token), name="live authorization")
+        self._watcher = asyncio.create_task(self._watch(token, caller.key),
+                                            name="live authorization")
         return user
 
-    async def _watch(self, token: str) -> None:
+    def require(self, *scopes: keys.Scope) -> None:
+        """Forbidden when the socket's API key lacks every one of `scopes`."""
+        keys.require(self.key, scopes)
+
+    async def _watch(self, token: str, key: ApiKey | None) -> None:
         services = self._services
-        reason = await wait_until_revoked(services.broker, services.db, services.security,
-                                          token)
+        if key is not None:
+            reason = await wait_until_key_revoked(services.broker, services.db, key)
+        else:
+            reason = await wait_until_revoked(services.broker, services.db, services.security,
+                                              token)
         log.info("closing a live socket: token %s", reason)
         await self._on_revoked(reason)
 

@@ -9,6 +9,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Conversation, Message, TokenUsage, User
+from resolvers import billing
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,7 @@ class Stats:
     total_messages: int
     total_tokens: int
     average_messages_per_conversation: float
+    total_cost_usd: float = 0.0  # what the user's replies cost (resolvers/billing)
 
 
 async def for_user(session: AsyncSession, actor: User) -> Stats:
@@ -40,7 +42,9 @@ async def for_user(session: AsyncSession, actor: User) -> Stats:
             )
         )
     ).one()
+    cost = await billing.total_cost_micros(session, actor)
     return Stats(
+        total_cost_usd=billing.usd(cost),
         total_conversations=int(conversations),
         total_messages=int(messages),
         total_tokens=int(tokens),

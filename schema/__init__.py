@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext
 from schema.chat import ChatMutation, ChatQuery
 from schema.errors import ErrorCodes
 from schema.identity import IdentityMutation, IdentityQuery
+from schema.keys import KeysMutation, KeysQuery
 from schema.mutations import Mutation as CoreMutation
 from schema.protection import Limits
 from schema.protection import extensions as protection
@@ -33,9 +34,9 @@ class Schema(strawberry.Schema):
         return None
 
 
-Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery))
+Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery, KeysQuery))
 Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation,
-                                    IdentityMutation))
+                                    IdentityMutation, KeysMutation))
 
 
 def build_schema(limits: Limits | None = None, **kwargs: Any) -> Schema:

@@ -68,7 +68,7 @@ class ChatQuery:
     @strawberry.field(description="Models chat can use right now.")
     async def models(self, info: strawberry.Info) -> list[Model]:
         context = ctx(info)
-        actor = await context.actor()
+        actor = await context.actor("chat", "read")
         chat_service = context.services.chat
         default = await chat_service.default_model_for(actor)
         return [Model(id=m.id, provider=m.provider, name=m.name or m.id,
@@ -80,7 +80,9 @@ class ChatMutation:
     @strawberry.mutation(description="The whole reply at once: content, tokens, model.")
     async def chat(self, info: strawberry.Info, input: ChatInput) -> ChatReply:
         context = ctx(info)
-        result = await context.services.chat.complete(await context.actor(), chat_params(input))
+        caller = await context.caller("chat")
+        result = await context.services.chat.complete(caller.user, chat_params(input),
+                                                      api_key=caller.key)
         return ChatReply(content=result.content, tokens=result.tokens, model=result.model,
                          request_id=strawberry.ID(result.request_id),
                          finish_reason=result.finish_reason)
@@ -88,4 +90,4 @@ class ChatMutation:
     @strawberry.mutation(description="Stop a reply of yours; what was generated is kept.")
     async def stop_chat(self, info: strawberry.Info, request_id: strawberry.ID) -> bool:
         context = ctx(info)
-        return await context.services.chat.stop(await context.actor(), str(request_id))
+        return await context.services.chat.stop(await context.actor("chat"), str(request_id))

@@ -14,8 +14,8 @@ from starlette.requests import HTTPConnection
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
-from models import User
-from resolvers import auth, conversations
+from models import ApiKey, User
+from resolvers import conversations, keys
 from resolvers.conversations import MessageView
 from resolvers.kit import ratelimit
 from resolvers.kit.security import bearer_token
@@ -33,6 +33,7 @@ class Context(BaseContext):
         self.services = services
         self.connection = connection
         self._user: User | None = None
+        self._key: ApiKey | None = None  # the API key the caller used, if any
         self._actor_lock = asyncio.Lock()
         # Set by the WebSocket handler from connection_init (subscriptions).
         self.ws_token: str | None = None
@@ -49,9 +50,9 @@ class Context(BaseContext):
         """
         return self.services.db.session()
 
-    def authenticated(self, user: User, token: str) -> None:
+    def authenticated(self, user: User, token: str, key: ApiKey | None = None) -> None:
         """A WebSocket authenticated at connect time (connection_init)."""
-        self._user, self.ws_token = user, token
+        self._user, self.ws_token, self._key = user, token, key
 
     def client_address(self) -> str:
         """Who is asking, for rate limits: the connection's peer, or X-Forwarded-For when the
@@ -65,16 +66,24 @@ class Context(BaseContext):
     def token(self) -> str | None:
         return self.ws_token or bearer_token(self.connection.headers.get("authorization"))
 
-    async def actor(self) -> User:
-        """The authenticated caller; raises Unauthenticated otherwise."""
+    async def actor(self, *scopes: keys.Scope) -> User:
+        """The authenticated caller, allowed to do something that needs `scope` (an API key
+        must hold one; `account` no key holds); raises Unauthenticated / Forbidden otherwise.
+        Every field names its scopes (any one suffices); none named means `write`."""
+        return (await self.caller(*scopes)).user
+
+    async def caller(self, *scopes: keys.Scope) -> keys.Caller:
+        """The caller and the API key used, if any (chat bills the key)."""
         # Concurrent fields ask at once: look the user up once.
         async with self._actor_lock:
             if self._user is None:
                 async with self.session() as session:
-                    self._user = await auth.authenticate(
-                        session, self.services.security, self.token()
+                    caller = await keys.authenticate(
+                        session, self.services.security, self.token(), scopes=keys.KEY_SCOPES
                     )
-        return self._user
+                self._user, self._key = caller.user, caller.key
+        keys.require(self._key, scopes or ("write",))
+        return keys.Caller(user=self._user, key=self._key)
 
     async def _load_messages(self, keys: Sequence[str]) -> list[list[MessageView]]:
         async with self.session() as session:

@@ -74,7 +74,7 @@ class Mutation:
         context = ctx(info)
         async with context.session() as session:
             await auth.logout(
-                session, context.services.security, await context.actor(),
+                session, context.services.security, await context.actor("account"),
                 refresh_token=refresh_token, everywhere=everywhere, broker=context.services.broker,
             )
         return True
@@ -85,7 +85,7 @@ class Mutation:
         context = ctx(info)
         async with context.session() as session:
             await auth.delete_account(
-                session, context.services.security, await context.actor(),
+                session, context.services.security, await context.actor("account"),
                 password=password, broker=context.services.broker,
             )
         return True

@@ -37,7 +37,7 @@ class Query:
 
     @strawberry.field(description="The authenticated user.")
     async def me(self, info: strawberry.Info) -> User:
-        return User.from_model(await ctx(info).actor())
+        return User.from_model(await ctx(info).actor("read"))
 
     @strawberry.field(description="Your conversations, newest first, cursor-paged (first ≤ 100).")
     async def conversations(
@@ -46,7 +46,7 @@ class Query:
         context = ctx(info)
         async with context.session() as session:
             page = await conversations.list_page(
-                session, await context.actor(), first=first, after=after
+                session, await context.actor("read"), first=first, after=after
             )
         edges = [
             ConversationEdge(cursor=conversations.cursor_of(row), node=Conversation.from_model(row))
@@ -63,7 +63,7 @@ class Query:
         context = ctx(info)
         async with context.session() as session:
             row = await conversations.find(
-                session, await context.actor(), conversation_id=str(id)
+                session, await context.actor("read"), conversation_id=str(id)
             )
         return Conversation.from_model(row) if row else None
 
@@ -72,5 +72,5 @@ class Query:
         context = ctx(info)
         async with context.session() as session:
             return Stats.from_data(
-                await stats.for_user(session, await context.actor())
+                await stats.for_user(session, await context.actor("read"))
             )

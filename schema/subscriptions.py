@@ -73,7 +73,18 @@ class ChatError:
     request_id: strawberry.ID
 
 
-ChatEvent = Annotated[ChatChunk | ChatComplete | ChatError, strawberry.union("ChatEvent")]
+@strawberry.type(description="The model calls a function the request offered (its tools); "
+                 "run it and send the result in the next request.")
+class ChatToolCall:
+    id: strawberry.ID
+    name: str
+    arguments: str = strawberry.field(description="A JSON object, as text")
+    seq: int
+    request_id: strawberry.ID
+
+
+ChatEvent = Annotated[ChatChunk | ChatToolCall | ChatComplete | ChatError,
+                      strawberry.union("ChatEvent")]
 
 
 @strawberry.type
@@ -83,12 +94,16 @@ class TypingEvent:
     timestamp: Timestamp
 
 
-def chat_event(seq: int, event: events.ReplyEvent) -> ChatChunk | ChatComplete | ChatError:
+def chat_event(seq: int, event: events.ReplyEvent
+               ) -> ChatChunk | ChatToolCall | ChatComplete | ChatError:
     """A reply event as GraphQL's ChatEvent (only the fields the schema documents)."""
     request_id = strawberry.ID(event.request_id)
     match event:
         case events.ChatChunk():
             return ChatChunk(content=event.content, seq=seq, request_id=request_id)
+        case events.ChatToolCall():
+            return ChatToolCall(id=strawberry.ID(event.id), name=event.name,
+                                arguments=event.arguments, seq=seq, request_id=request_id)
         case events.ChatComplete():
             return ChatComplete(
                 tokens=event.tokens, model=event.model, request_id=request_id,
@@ -111,9 +126,10 @@ class Subscription:
         self, info: strawberry.Info, input: ChatInput
     ) -> AsyncGenerator[ChatEvent, None]:
         context = ctx(info)
-        actor = await context.actor()
+        caller = await context.caller("chat")
+        actor = caller.user
         service = context.services.chat
-        handle = await service.start(actor, chat_params(input))
+        handle = await service.start(actor, chat_params(input), api_key=caller.key)
         # Unsubscribing stops only this reader: the reply is still generated and kept.
         async for seq, event in service.events(actor, handle.request_id):
             yield chat_event(seq, event)
@@ -124,7 +140,7 @@ class Subscription:
         self, info: strawberry.Info, request_id: strawberry.ID, after: int = 0
     ) -> AsyncGenerator[ChatEvent, None]:
         context = ctx(info)
-        actor = await context.actor()
+        actor = await context.actor("chat")
         async for seq, event in context.services.chat.events(actor, str(request_id),
                                                              after=after):
             yield chat_event(seq, event)
@@ -134,7 +150,7 @@ class Subscription:
         self, info: strawberry.Info, conversation_id: strawberry.ID
     ) -> AsyncGenerator[TypingEvent, None]:
         context = ctx(info)
-        actor = await context.actor()
+        actor = await context.actor("read")
         subscription = presence.subscribe_typing(context.services.broker, actor,
                                                  conversation_id=str(conversation_id))
         async with subscription:
@@ -219,7 +235,7 @@ class GraphQLRouter(StrawberryRouter[Context, None]):
             user = await socket.authenticate(token)
         except AppError as exc:
             raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from exc
-        context.authenticated(user, token)
+        context.authenticated(user, token, socket.key)
         return UNSET
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:

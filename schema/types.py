@@ -120,12 +120,14 @@ class Stats:
     total_messages: int
     total_tokens: int
     average_messages_per_conversation: float
+    total_cost_usd: float = strawberry.field(description="What your replies cost, in USD.")
 
     @classmethod
     def from_data(cls, data: StatsData) -> Stats:
         return cls(total_conversations=data.total_conversations,
                    total_messages=data.total_messages, total_tokens=data.total_tokens,
-                   average_messages_per_conversation=data.average_messages_per_conversation)
+                   average_messages_per_conversation=data.average_messages_per_conversation,
+                   total_cost_usd=data.total_cost_usd)
 
 
 @strawberry.type

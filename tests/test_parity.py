@@ -91,7 +91,8 @@ async def via_graphql(http: httpx.AsyncClient) -> dict[str, Any]:
     listed = (await data_of(http, f"{{ conversations {{ nodes {{ {CONVERSATION_FIELDS} }} }} }}",
                             token=token))["conversations"]["nodes"]
     stats = (await data_of(http, "{ stats { totalConversations totalMessages totalTokens "
-                                 "averageMessagesPerConversation } }", token=token))["stats"]
+                                 "averageMessagesPerConversation totalCostUsd } }",
+                           token=token))["stats"]
     deleted = (await data_of(http, 'mutation { deleteConversation(id: "conv_123") }',
                              token=token))["deleteConversation"]
     after = (await data_of(http, "{ conversations { nodes { id } } }",
@@ -104,7 +105,8 @@ async def via_graphql(http: httpx.AsyncClient) -> dict[str, Any]:
         "stats": {"total_conversations": stats["totalConversations"],
                   "total_messages": stats["totalMessages"],
                   "total_tokens": stats["totalTokens"],
-                  "average_messages_per_conversation": stats["averageMessagesPerConversation"]},
+                  "average_messages_per_conversation": stats["averageMessagesPerConversation"],
+                  "total_cost_usd": stats["totalCostUsd"]},
         "deleted": deleted,
         "after": [item["id"] for item in after],
     }
@@ -120,7 +122,7 @@ async def test_rest_and_graphql_agree(client: httpx.AsyncClient) -> None:
     assert [m["id"] for m in rest["fetched"]["messages"]] == ["m1", "m2", "m3"]
     assert rest["listed"] == [rest["fetched"]]
     assert rest["stats"] == {"total_conversations": 1, "total_messages": 3, "total_tokens": 0,
-                             "average_messages_per_conversation": 3.0}
+                             "average_messages_per_conversation": 3.0, "total_cost_usd": 0.0}
     assert rest["deleted"] is True and rest["after"] == []
 
 

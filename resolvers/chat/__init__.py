@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -27,8 +28,9 @@ from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from models import User
-from resolvers import access, auth, conversations, stats
+from models import ApiKey, User
+from resolvers import access, auth, billing, conversations
+from resolvers.billing import Billing, Price, Reservation
 from resolvers.chat.events import (
     COMPLETE,
     ERROR,
@@ -37,6 +39,7 @@ from resolvers.chat.events import (
     ChatChunk,
     ChatComplete,
     ChatError,
+    ChatToolCall,
     ReplyEvent,
     UnknownEvent,
     from_log,
@@ -75,6 +78,8 @@ from resolvers.llm.base import (
     Role,
     StopSignal,
     TextChunk,
+    Tool,
+    ToolCall,
 )
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
 
@@ -102,6 +107,13 @@ class ChatResult:
     request_id: str
     finish_reason: str
     prompt_tokens: int = 0
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Bill:
+    price: Price
+    reservation: Reservation
 
 
 @dataclass(slots=True)
@@ -146,6 +158,14 @@ def _observe_usage(model: str, prompt_tokens: int, completion_tokens: int,
         if generating_seconds > 0:
             metrics.CHAT_TOKENS_PER_SECOND.labels(model=model).observe(
                 completion_tokens / generating_seconds)
+
+
+def _prompt_texts(history: list[ChatMessage], *, request_tools: tuple[Tool, ...]) -> list[str]:
+    """Everything the provider reads as input: messages, the calls in them, tool schemas."""
+    texts = [m.content for m in history]
+    texts += [call.name + call.arguments for m in history for call in m.tool_calls]
+    texts += [json.dumps([t.name, t.description, t.parameters]) for t in request_tools]
+    return texts
 
 
 def error_of(event: ChatError) -> AppError:
@@ -214,6 +234,8 @@ class Chat:
     # Abuse limits, enforced in start() for every transport (built by assembly.py).
     limiter: RateLimiter | None = None
     limits: ChatLimits = field(default_factory=ChatLimits)
+    # Prices and budgets (resolvers/billing), checked in start() for every face.
+    billing: Billing = field(default_factory=Billing)
     # This process's name on the leases of the replies it generates.
     holder: str = field(default_factory=lambda: uuid.uuid4().hex)
     lease_seconds: float = DEFAULT_LEASE_SECONDS
@@ -270,10 +292,13 @@ class Chat:
                 field="model", available=available,
             ) from exc
 
-    async def start(self, actor: User, params: ChatParams) -> ReplyHandle:
-        """Validate, store the user's message (with conversation_id) and start generating.
+    async def start(self, actor: User, params: ChatParams, *,
+                    api_key: ApiKey | None = None) -> ReplyHandle:
+        """Validate, reserve the reply's worst-case cost on the user's (and `api_key`'s) budget,
+        store the user's message (with conversation_id) and start generating.
 
-        Returns at once; the reply's events are read with `events()`.
+        Returns at once; the reply's events are read with `events()`. `api_key`: the API key the
+        caller used — its budget is charged and its usage is recorded under it.
         """
         params = validated(params)
         if not self.accepting:
@@ -281,11 +306,16 @@ class Chat:
                               retry_after=1)
         # limits: requests per minute and the daily token quota (every transport).
         await check_chat_allowed(self.db, actor, limiter=self.limiter, limits=self.limits)
+        # Only the models an admin allowed this user (every face).
         provider, model = await self.resolve_for(actor, params.model)
+        if (params.tools or any(m.role == "tool" or m.tool_calls for m in params.messages)) \
+                and not provider.supports_tools:
+            raise BadInput(f"The model {model!r} cannot use tools", field="tools")
         request_id = params.request_id or uuid.uuid4().hex
         key = reply_key(actor.id, request_id)
         # validated(): every role is one of llm.base.Role
-        history = [ChatMessage(role=cast(Role, m.role), content=m.content)
+        history = [ChatMessage(role=cast(Role, m.role), content=m.content,
+                               tool_calls=m.tool_calls, tool_call_id=m.tool_call_id)
                    for m in params.messages]
         system_prompt = params.system_prompt
         if params.conversation_id is not None:
@@ -298,6 +328,13 @@ class Chat:
                     system_prompt = conversation.system_prompt
         if system_prompt and not any(m.role == "system" for m in history):
             history.insert(0, ChatMessage(role="system", content=system_prompt))
+        # budgets: hold the worst case (every prompt byte a token, max_tokens generated)
+        # before anything is started; settled to the real cost when the reply ends.
+        price = self.billing.prices.price(provider.name, model)
+        worst = price.cost_micros(billing.prompt_tokens_upper_bound(_prompt_texts(
+            history, request_tools=params.tools)), params.max_tokens)
+        reservation = await billing.reserve(self.db, actor, api_key, amount=worst,
+                                            model=model, billing=self.billing)
         # The meta lets any worker store the partial reply if this one dies.
         meta = {"conversation_id": params.conversation_id, "model": model,
                 "request_id": request_id}
@@ -306,23 +343,34 @@ class Chat:
                                           holder=self.holder,
                                           lease_seconds=self.lease_seconds)
         except ReplyExists as exc:
+            await billing.release(self.db, reservation)
             raise Conflict(f"request_id {request_id!r} is already in use") from exc
+        except BaseException:
+            await billing.release(self.db, reservation)
+            raise
         if params.conversation_id is not None:
             # The user's message is kept before generation starts: never lost, even if the
             # provider fails or the server stops mid-reply.
             newest = params.messages[-1]
-            async with self.db.session() as session:
-                await conversations.append_messages(
-                    session, actor, conversation_id=params.conversation_id,
-                    messages=[conversations.MessageInput(
-                        content=newest.content, role=cast(Role, newest.role), id=newest.id,
-                        timestamp=newest.timestamp)],
-                )
+            try:
+                async with self.db.session() as session:
+                    await conversations.append_messages(
+                        session, actor, conversation_id=params.conversation_id,
+                        messages=[conversations.MessageInput(
+                            content=newest.content, role=cast(Role, newest.role),
+                            id=newest.id, timestamp=newest.timestamp)],
+                    )
+            except BaseException:
+                await billing.release(self.db, reservation)
+                raise
         request = GenerationRequest(model=model, messages=history,
-                                    temperature=params.temperature, max_tokens=params.max_tokens)
+                                    temperature=params.temperature, max_tokens=params.max_tokens,
+                                    top_p=params.top_p, stop=params.stop,
+                                    tools=params.tools, tool_choice=params.tool_choice)
         running = _Running(stop=StopSignal())
         task = asyncio.create_task(
-            self._generate(actor, key, request_id, provider, request, running, params),
+            self._generate(actor, key, request_id, provider, request, running, params,
+                           _Bill(price, reservation)),
             name=f"reply {key}",
         )
         running.task = task
@@ -333,7 +381,7 @@ class Chat:
 
     async def _generate(self, actor: User, key: str, request_id: str, provider: Provider,
                         request: GenerationRequest, running: _Running,
-                        params: ChatParams) -> None:
+                        params: ChatParams, bill: _Bill) -> None:
         stop = running.stop
         parts: list[str] = []
         status, finish_reason = ERROR, "error"
@@ -354,13 +402,17 @@ class Chat:
                         parts.append(item.text)
                         await self.broker.reply_append(key, ChatChunk(
                             content=item.text, request_id=request_id).to_log())
+                elif isinstance(item, ToolCall):
+                    await self.broker.reply_append(key, ChatToolCall(
+                        id=item.id, name=item.name, arguments=item.arguments,
+                        request_id=request_id).to_log())
                 elif isinstance(item, Finished):
                     prompt_tokens, completion_tokens = item.prompt_tokens, item.completion_tokens
                     finish_reason = item.finish_reason
                     status = STOPPED if item.finish_reason == "stopped" else COMPLETE
             terminal = ChatComplete(tokens=completion_tokens, model=request.model,
                                     request_id=request_id, finish_reason=finish_reason,
-                                    status=status)
+                                    status=status, prompt_tokens=prompt_tokens)
         except ProviderError as exc:
             code = "provider_timeout" if exc.timeout else "provider_error"
             log.warning("provider %s failed for %s: %s", exc.provider, key, exc.message)
@@ -380,6 +432,11 @@ class Chat:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await helper
             content = "".join(parts)
+            if not prompt_tokens and parts:
+                # Cut short before the provider reported usage: it read the prompt all the
+                # same; bill a typical count for it (a refused request bills nothing).
+                prompt_tokens = billing.prompt_tokens_estimate(
+                    m.content for m in request.messages)
             _observe_usage(request.model, prompt_tokens, completion_tokens,  # metrics
                            time.perf_counter() - (first_token_at or started))
             if running.ended_by == "deleted":
@@ -399,7 +456,7 @@ class Chat:
                 message_id = await self._store(
                     actor, params, content=content, model=request.model, status=status,
                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                    request_id=request_id)
+                    request_id=request_id, bill=bill)
                 terminal = dataclasses.replace(
                     terminal, message_id=message_id,
                     elapsed_ms=round((time.perf_counter() - started) * 1000))
@@ -498,7 +555,7 @@ class Chat:
                     owner, ChatParams(messages=[], conversation_id=conversation_id),
                     content="".join(parts), model=model, status=INTERRUPTED,
                     prompt_tokens=0, completion_tokens=len(parts), request_id=request_id,
-                    record_usage=False)
+                    bill=None)
         terminal = dataclasses.replace(interrupted_event(request_id), message_id=message_id)
         await self.broker.reply_append(key, terminal.to_log(), terminal=True)
         metrics.CHAT_INTERRUPTED.labels(model=model, cause="worker_lost").inc()  # metrics
@@ -520,18 +577,22 @@ class Chat:
 
     async def _store(self, actor: User, params: ChatParams, *, content: str, model: str,
                      status: str, prompt_tokens: int, completion_tokens: int,
-                     request_id: str, record_usage: bool = True) -> str | None:
-        """Keep the reply and its usage. Failures here are logged, never raised: the client
-        still gets its terminal event."""
+                     request_id: str, bill: _Bill | None) -> str | None:
+        """Keep the reply, its usage and cost (settling its budget reservation). Failures
+        here are logged, never raised: the client still gets its terminal event.
+        `bill` None: a reply closed for a dead worker, whose reservation lives in the dead
+        process — nothing is charged here and the hold is released as stale
+        (billing.release_stale)."""
         message_id: str | None = None
         try:
             async with self.db.session() as session:
-                if record_usage and (completion_tokens or prompt_tokens):
-                    await stats.record_usage(
-                        session, actor, model=model, prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens, request_id=request_id,
-                        created_at=now_ms())
-                if params.conversation_id is not None and (content or status != "complete"):
+                if bill is not None:
+                    await billing.settle(
+                        session, bill.reservation, model=model, prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                        cost_micros=bill.price.cost_micros(prompt_tokens, completion_tokens),
+                        request_id=request_id, created_at=now_ms())
+                if params.conversation_id is not None and (content or status != COMPLETE):
                     stored = await conversations.append_messages(
                         session, actor, conversation_id=params.conversation_id,
                         messages=[conversations.MessageInput(
@@ -612,18 +673,24 @@ class Chat:
         await self.broker.publish(stop_channel(key), {"stop": True})
         return True
 
-    async def complete(self, actor: User, params: ChatParams) -> ChatResult:
-        """The whole reply at once (REST without stream, GraphQL `chat`)."""
-        handle = await self.start(actor, params)
+    async def complete(self, actor: User, params: ChatParams, *,
+                       api_key: ApiKey | None = None) -> ChatResult:
+        """The whole reply at once (REST without stream, GraphQL `chat`, /v1)."""
+        handle = await self.start(actor, params, api_key=api_key)
         parts: list[str] = []
+        calls: list[ToolCall] = []
         async for _seq, event in self.events(actor, handle.request_id):
             match event:
                 case ChatChunk():
                     parts.append(event.content)
+                case ChatToolCall():
+                    calls.append(ToolCall(id=event.id, name=event.name,
+                                          arguments=event.arguments))
                 case ChatComplete():
                     return ChatResult(content="".join(parts), tokens=event.tokens,
                                       model=event.model, request_id=handle.request_id,
-                                      finish_reason=event.finish_reason)
+                                      finish_reason=event.finish_reason,
+                                      prompt_tokens=event.prompt_tokens, tool_calls=calls)
                 case ChatError():
                     raise error_of(event)
         raise AppError("The reply ended without a result")

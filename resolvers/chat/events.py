@@ -84,6 +84,19 @@ class ChatChunk(_Event):
 
 @event
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChatToolCall(_Event):
+    """The model calls a function the client offered (`tools`); the client runs it and
+    sends the result back in its next request. Same shape as CONTRACT-2 §6's tool_call."""
+
+    type: ClassVar[str] = "tool_call"
+    WIRE: ClassVar[tuple[str, ...]] = ("id", "name", "arguments", "request_id")
+    id: str
+    name: str
+    arguments: str  # a JSON object, as text
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChatComplete(_Event):
     """The reply ended normally (also after a stop: finish_reason "stopped")."""
 
@@ -93,11 +106,13 @@ class ChatComplete(_Event):
     terminal: ClassVar[bool] = True
     tokens: int
     model: str
-    finish_reason: str = "stop"  # "stop" | "length" | "stopped"
+    finish_reason: str = "stop"  # "stop" | "length" | "stopped" | "tool_calls"
     message_id: str | None = None  # the stored reply, when the request named a conversation
-    # Internal: how the stored message is marked, and how long the reply took.
+    # Internal: how the stored message is marked, how long the reply took, and the prompt
+    # tokens the provider counted (the /v1 face reports them in `usage`).
     status: str = COMPLETE
     elapsed_ms: int | None = None
+    prompt_tokens: int = 0
 
 
 @event
@@ -115,7 +130,7 @@ class ChatError(_Event):
     elapsed_ms: int | None = None  # internal
 
 
-ReplyEvent = ChatChunk | ChatComplete | ChatError
+ReplyEvent = ChatChunk | ChatToolCall | ChatComplete | ChatError
 
 
 def from_log(data: dict[str, Any]) -> ReplyEvent:

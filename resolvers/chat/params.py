@@ -15,16 +15,25 @@ The message rules, the same on every face:
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 from resolvers import validation
 from resolvers.kit.errors import ValidationFailed
+from resolvers.llm.base import Tool, ToolCall
 
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_MAX_TOKENS = 2048
 TEMPERATURE_RANGE = (0.0, 2.0)
 MAX_TOKENS_RANGE = (1, 4096)
 MESSAGES_MAX = 1_000
+TOP_P_RANGE = (0.0, 1.0)
+STOP_MAX = 4  # stop sequences per request (OpenAI's limit)
+STOP_LENGTH_MAX = 256
+TOOLS_MAX = 128  # OpenAI's limit
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOOL_CHOICES = ("auto", "none", "required")
 
 
 @dataclass(slots=True)
@@ -33,6 +42,8 @@ class ChatMessageInput:
     content: str
     id: str | None = None
     timestamp: int | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
+    tool_call_id: str | None = None  # role "tool": the call this is the result of
 
 
 @dataclass(slots=True)
@@ -44,6 +55,36 @@ class ChatParams:
     conversation_id: str | None = None
     request_id: str | None = None  # the client's id; echoed on every event of the reply
     system_prompt: str | None = None
+    top_p: float | None = None  # None: the provider's own default
+    stop: list[str] | None = None  # sequences that end the reply (at most STOP_MAX)
+    # Functions the model may call; the calls come back as `tool_call` events and the
+    # client runs them (OpenAI's tools, passed through: /v1 only, so far).
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str | None = None  # "auto" | "none" | "required" | a tool's name
+
+
+def _check_tool_name(name: str, field: str) -> None:
+    if not TOOL_NAME_RE.fullmatch(name):
+        raise ValidationFailed("tool names are 1-64 letters, digits, '_' or '-'", field=field)
+
+
+def _check_tools(params: ChatParams) -> None:
+    if len(params.tools) > TOOLS_MAX:
+        raise ValidationFailed(f"at most {TOOLS_MAX} tools", field="tools")
+    names = set()
+    for tool in params.tools:
+        _check_tool_name(tool.name, "tools")
+        if tool.name in names:
+            raise ValidationFailed(f"tool {tool.name!r} is listed twice", field="tools")
+        names.add(tool.name)
+        validation.bounded_text(tool.description, field="tools",
+                                limit=validation.MESSAGE_CONTENT_MAX)
+        if len(json.dumps(tool.parameters)) > validation.MESSAGE_CONTENT_MAX:
+            raise ValidationFailed("a tool's parameters schema is too large", field="tools")
+    choice = params.tool_choice
+    if choice is not None and choice not in TOOL_CHOICES and choice not in names:
+        raise ValidationFailed("tool_choice must be auto, none, required or one of the tools",
+                               field="tool_choice")
 
 
 def _number(value: float) -> str:
@@ -58,10 +99,26 @@ def validated(params: ChatParams) -> ChatParams:
     if len(params.messages) > MESSAGES_MAX:
         raise ValidationFailed(f"at most {MESSAGES_MAX} messages per request", field="messages")
     for message in params.messages:
-        validation.role(message.role)
+        if message.role == "tool":  # a tool's result, answering a call of the model
+            if not message.tool_call_id:
+                raise ValidationFailed("a tool message needs the tool_call_id it answers",
+                                       field="tool_call_id")
+            validation.bounded_text(message.tool_call_id, field="tool_call_id", limit=128)
+        else:
+            validation.role(message.role)
+        if message.tool_calls and message.role != "assistant":
+            raise ValidationFailed("only assistant messages carry tool_calls",
+                                   field="tool_calls")
+        for call in message.tool_calls:
+            _check_tool_name(call.name, "tool_calls")
+            validation.bounded_text(call.arguments, field="tool_calls",
+                                    limit=validation.MESSAGE_CONTENT_MAX)
         validation.bounded_text(message.content, field="content",
                                 limit=validation.MESSAGE_CONTENT_MAX)
-    if not params.messages[-1].content.strip():
+    _check_tools(params)
+    newest = params.messages[-1]
+    # A tool's result may be empty ("no rows"); anything else must say something.
+    if newest.role != "tool" and not newest.content.strip():
         raise ValidationFailed("content must not be blank: the newest message is the one "
                                "to answer", field="content")
     low, high = TEMPERATURE_RANGE
@@ -72,6 +129,16 @@ def validated(params: ChatParams) -> ChatParams:
     lo, hi = MAX_TOKENS_RANGE
     if not lo <= params.max_tokens <= hi:
         raise ValidationFailed(f"max_tokens must be between {lo} and {hi}", field="max_tokens")
+    if params.top_p is not None and not TOP_P_RANGE[0] <= params.top_p <= TOP_P_RANGE[1]:
+        raise ValidationFailed("top_p must be between 0 and 1", field="top_p")
+    if params.stop is not None:
+        if len(params.stop) > STOP_MAX:
+            raise ValidationFailed(f"at most {STOP_MAX} stop sequences", field="stop")
+        for sequence in params.stop:
+            # Whitespace is a fine stop sequence ("\n\n"); nothing at all is not.
+            if not sequence:
+                raise ValidationFailed("stop sequences must not be empty", field="stop")
+            validation.bounded_text(sequence, field="stop", limit=STOP_LENGTH_MAX)
     if params.request_id is not None:
         validation.identifier(params.request_id, field="request_id")
     if params.conversation_id is not None:

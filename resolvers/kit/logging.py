@@ -40,6 +40,31 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Credentials that can reach a log line inside a URL (uvicorn's access log prints
+# `/ws/{id}?token=…`) or a message: query tokens, API keys (`cs-…`), bearer values.
+_SECRETS = re.compile(
+    r"(?P<query>(?:[?&](?:token|access_token|api_key|key)=))[^&\s\"']+"
+    r"|(?P<key>\bcs-)[A-Za-z0-9_-]{8,}"
+    r"|(?P<bearer>\b[Bb]earer\s+)[A-Za-z0-9._~+/=-]{8,}")
+
+
+def redact(text: str) -> str:
+    """`text` with query tokens, API keys and bearer credentials replaced by `***`."""
+    return _SECRETS.sub(lambda m: (m.group("query") or m.group("key") or m.group("bearer"))
+                        + "***", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Keeps tokens and API keys out of every log line our handler writes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request_id (+ exception)."""
 
@@ -72,6 +97,7 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> logging.Hand
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactSecrets())
     handler.setFormatter(JsonFormatter() if log_format(settings) == "json"
                          else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()

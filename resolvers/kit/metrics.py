@@ -77,6 +77,15 @@ CHAT_TOKENS = Counter(
 RATE_LIMITED = Counter(
     "rate_limited_total", "Requests refused by a rate limit or quota, by scope.", ["scope"],
 )
+CHAT_COST = Counter(
+    "chat_cost_usd_micros_total", "What replies cost, in micro-dollars (USD × 10⁶), by model.",
+    ["model"],
+)
+BUDGET_REFUSALS = Counter(
+    "chat_budget_refusals_total",
+    "Chat requests refused before generation because a budget could be overspent, by model "
+    "and budget (user | key).", ["model", "budget"],
+)
 BODY_TOO_LARGE = Counter("http_request_body_too_large_total", "Request bodies refused (413).")
 
 # GraphQL operation names are chosen by clients: past this many distinct names, new ones are

@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     rate_limit_auth_per_username_window: int = Field(300, ge=1)  # reset by a success
     rate_limit_chat_per_minute: int = Field(30, ge=0)  # chat requests per user
     daily_token_quota: int = Field(0, ge=0)  # tokens per user per UTC day; 0: unlimited
+    # Cost and budgets (resolvers/billing): a JSON file of prices per model that overrides
+    # the built-in table, and every user's monthly budget in USD (0: none).
+    model_prices: str = ""
+    default_monthly_budget_usd: float = Field(0.0, ge=0, le=1_000_000)
     # Proxies whose X-Forwarded-For names the client (IPs or CIDRs, comma-separated).
     trusted_proxies: Annotated[list[str], NoDecode] = []
 

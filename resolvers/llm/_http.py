@@ -42,6 +42,7 @@ class HTTPProvider:
     """Base for providers that talk HTTP: owns (or borrows) one aiohttp session."""
 
     name: str = "http"
+    supports_tools = True  # every HTTP provider here has function calling
     label: str = "Upstream"  # how the provider is named in messages shown to users
     default_base_url: str = ""  # each provider's public API
 

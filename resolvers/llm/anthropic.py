@@ -11,17 +11,20 @@ then `message_delta` (delta.stop_reason, usage.output_tokens - cumulative) and `
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ._http import HTTPProvider
 from .base import (
     ChatMessage,
+    Finished,
     GenerationRequest,
     ModelInfo,
     StopSignal,
     StreamItem,
     TextChunk,
+    ToolCall,
 )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -54,6 +57,18 @@ class AnthropicProvider(HTTPProvider):
         }
         if system:
             body["system"] = system
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop_sequences"] = request.stop
+        if request.tools:
+            body["tools"] = [{"name": t.name, "description": t.description,
+                              "input_schema": t.parameters} for t in request.tools]
+        if request.tool_choice:
+            choice = request.tool_choice
+            body["tool_choice"] = {"auto": {"type": "auto"}, "required": {"type": "any"},
+                                   "none": {"type": "none"}}.get(
+                choice, {"type": "tool", "name": choice})
         return body
 
     async def stream(self, request: GenerationRequest,
@@ -63,6 +78,7 @@ class AnthropicProvider(HTTPProvider):
         stop_reason: str | None = None
         chunks = 0
         finished = False
+        calls: dict[int, list[str]] = {}  # content block index → [id, name, input JSON]
         events = self.upstream_stream(f"{self.base_url}/v1/messages", headers=self._headers(),
                                       body=self.build_body(request), stop=stop)
         with self.unexpected_shape():
@@ -74,12 +90,21 @@ class AnthropicProvider(HTTPProvider):
                         usage = (doc.get("message") or {}).get("usage") or {}
                         prompt_tokens = _int(usage.get("input_tokens")) or prompt_tokens
                         completion_tokens = _int(usage.get("output_tokens"))
+                    elif kind == "content_block_start":
+                        block = doc.get("content_block") or {}
+                        if block.get("type") == "tool_use":
+                            calls[int(doc.get("index") or 0)] = [
+                                str(block.get("id") or ""), str(block.get("name") or ""), ""]
                     elif kind == "content_block_delta":
                         delta = doc.get("delta") or {}
                         text = delta.get("text")
                         if delta.get("type") == "text_delta" and isinstance(text, str) and text:
                             chunks += 1
                             yield TextChunk(text)
+                        elif delta.get("type") == "input_json_delta":
+                            call = calls.get(int(doc.get("index") or 0))
+                            if call is not None:
+                                call[2] += str(delta.get("partial_json") or "")
                     elif kind == "message_delta":
                         stop_reason = (doc.get("delta") or {}).get("stop_reason") or stop_reason
                         usage = doc.get("usage") or {}
@@ -101,9 +126,15 @@ class AnthropicProvider(HTTPProvider):
                         break
         # output_tokens arrives with message_delta at the end; until then message_start's
         # placeholder (1) is all we have, so a stopped reply counts its chunks.
-        yield self.finished(stopped=stop.is_set, complete=finished, prompt_tokens=prompt_tokens,
-                            completion_tokens=completion_tokens, chunks=chunks,
-                            length=stop_reason == "max_tokens")
+        done = self.finished(stopped=stop.is_set, complete=finished,
+                             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                             chunks=chunks, length=stop_reason == "max_tokens")
+        for index in sorted(calls):
+            call_id, name, arguments = calls[index]
+            yield ToolCall(id=call_id, name=name, arguments=arguments or "{}")
+        if calls and done.finish_reason == "stop":
+            done = Finished(done.prompt_tokens, done.completion_tokens, "tool_calls")
+        yield done
 
     async def fetch_models(self) -> list[ModelInfo]:
         models: list[ModelInfo] = []
@@ -131,15 +162,43 @@ class AnthropicProvider(HTTPProvider):
             return self.models_or_fallback(None, exc)
 
 
-def _alternating(messages: Any) -> list[dict[str, str]]:
-    """Merge consecutive same-role turns: the API wants user/assistant to alternate."""
-    out: list[dict[str, str]] = []
+def _blocks(m: ChatMessage) -> str | list[dict[str, Any]]:
+    """A turn's content: plain text, or content blocks when it carries tool use/results."""
+    if m.role == "tool":
+        return [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}]
+    if not m.tool_calls:
+        return m.content
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+    for call in m.tool_calls:
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            arguments = {}
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name,
+                       "input": arguments if isinstance(arguments, dict) else {}})
+    return blocks
+
+
+def _as_blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _alternating(messages: Any) -> list[dict[str, Any]]:
+    """Merge consecutive same-role turns: the API wants user/assistant to alternate. Tool
+    results are user turns of `tool_result` blocks."""
+    out: list[dict[str, Any]] = []
     m: ChatMessage
     for m in messages:
-        if out and out[-1]["role"] == m.role:
-            out[-1]["content"] += "\n\n" + m.content
+        role = "user" if m.role == "tool" else m.role
+        content = _blocks(m)
+        if out and out[-1]["role"] == role:
+            previous = out[-1]["content"]
+            if isinstance(previous, str) and isinstance(content, str):
+                out[-1]["content"] = previous + "\n\n" + content
+            else:
+                out[-1]["content"] = _as_blocks(previous) + _as_blocks(content)
         else:
-            out.append({"role": m.role, "content": m.content})
+            out.append({"role": role, "content": content})
     return out
 
 

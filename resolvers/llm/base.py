@@ -9,15 +9,37 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-Role = Literal["system", "user", "assistant"]
+# "tool": the result of a tool call, sent back by the client (OpenAI's tool messages).
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for. Streams yield it once it is whole; the client
+    runs it and sends the result back as a `tool` message with `tool_call_id` = `id`."""
+
+    id: str
+    name: str
+    arguments: str  # a JSON object, as text (OpenAI's wire form)
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call: OpenAI's `function` tool, passed through."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema of the arguments object
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool turn: which call this is the result of
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +49,10 @@ class GenerationRequest:
     # No defaults here: chat decides them (resolvers/chat/params.py) for every face.
     temperature: float
     max_tokens: int
+    top_p: float | None = None  # None: the provider's default
+    stop: list[str] | None = None  # stop sequences; None: none
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str | None = None  # "auto" | "none" | "required" | a tool's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +66,11 @@ class Finished:
 
     prompt_tokens: int
     completion_tokens: int  # what the provider reports for the reply
-    finish_reason: str = "stop"  # "stop" | "length" | "stopped" (our stop signal)
+    # "stop" | "length" | "stopped" (our stop signal) | "tool_calls"
+    finish_reason: str = "stop"
 
 
-StreamItem = TextChunk | Finished
+StreamItem = TextChunk | ToolCall | Finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +113,7 @@ class StopSignal:
 
 class Provider(Protocol):
     name: str
+    supports_tools: bool  # False: a request with tools is refused before generation
 
     async def list_models(self) -> list[ModelInfo]:
         """Models this provider serves right now."""

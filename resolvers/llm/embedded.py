@@ -272,6 +272,7 @@ class EmbeddedProvider:
     """
 
     name = "embedded"
+    supports_tools = False  # a 135M model: no function calling
 
     def __init__(
         self,

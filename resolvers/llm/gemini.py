@@ -11,6 +11,8 @@ stream closes.
 from __future__ import annotations
 
 import contextlib
+import json
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import quote
@@ -18,11 +20,13 @@ from urllib.parse import quote
 from ._http import HTTPProvider
 from .base import (
     ChatMessage,
+    Finished,
     GenerationRequest,
     ModelInfo,
     StopSignal,
     StreamItem,
     TextChunk,
+    ToolCall,
 )
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -51,6 +55,21 @@ class GeminiProvider(HTTPProvider):
         }
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
+        if request.top_p is not None:
+            body["generationConfig"]["topP"] = request.top_p
+        if request.stop:
+            body["generationConfig"]["stopSequences"] = request.stop
+        if request.tools:
+            body["tools"] = [{"functionDeclarations": [
+                {"name": t.name, "description": t.description, "parameters": t.parameters}
+                for t in request.tools]}]
+        if request.tool_choice:
+            choice = request.tool_choice
+            config: dict[str, Any] = {"mode": {"auto": "AUTO", "none": "NONE",
+                                               "required": "ANY"}.get(choice, "ANY")}
+            if choice not in ("auto", "none", "required"):
+                config["allowedFunctionNames"] = [choice]
+            body["toolConfig"] = {"functionCallingConfig": config}
         return body
 
     async def stream(self, request: GenerationRequest,
@@ -59,6 +78,7 @@ class GeminiProvider(HTTPProvider):
         completion_tokens: int | None = None
         finish_reason: str | None = None
         chunks = 0
+        calls: list[ToolCall] = []
         url = (f"{self.base_url}/v1beta/models/{quote(request.model, safe='')}"
                ":streamGenerateContent?alt=sse")
         events = self.upstream_stream(url, headers=self._headers(),
@@ -79,6 +99,13 @@ class GeminiProvider(HTTPProvider):
                     candidates = doc.get("candidates") or []
                     first = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
                     for part in (first.get("content") or {}).get("parts") or ():
+                        call = part.get("functionCall") if isinstance(part, dict) else None
+                        if isinstance(call, dict) and call.get("name"):
+                            # Gemini gives calls no id: make one (the result names it back).
+                            calls.append(ToolCall(
+                                id=f"call_{uuid.uuid4().hex[:24]}", name=str(call["name"]),
+                                arguments=json.dumps(call.get("args") or {})))
+                            continue
                         text = part.get("text") if isinstance(part, dict) else None
                         # "thought" parts are the model's hidden reasoning, not the reply
                         if isinstance(text, str) and text and not part.get("thought"):
@@ -93,9 +120,14 @@ class GeminiProvider(HTTPProvider):
                     if stop.is_set:
                         break
         # candidatesTokenCount may lag the text: a stopped reply counts its chunks.
-        yield self.finished(stopped=stop.is_set, complete=finish_reason is not None,
-                            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                            chunks=chunks, length=finish_reason == "MAX_TOKENS")
+        done = self.finished(stopped=stop.is_set, complete=finish_reason is not None,
+                             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                             chunks=chunks, length=finish_reason == "MAX_TOKENS")
+        for call in calls:
+            yield call
+        if calls and done.finish_reason == "stop":
+            done = Finished(done.prompt_tokens, done.completion_tokens, "tool_calls")
+        yield done
 
     async def fetch_models(self) -> list[ModelInfo]:
         models: list[ModelInfo] = []
@@ -128,15 +160,41 @@ class GeminiProvider(HTTPProvider):
             return self.models_or_fallback(None, exc)
 
 
+def _parts(m: ChatMessage, names: dict[str, str]) -> list[dict[str, Any]]:
+    if m.role == "tool":
+        try:
+            result = json.loads(m.content)
+        except ValueError:
+            result = None
+        return [{"functionResponse": {
+            "name": names.get(m.tool_call_id or "", ""),
+            # Gemini wants an object: a JSON object result as it is, anything else wrapped.
+            "response": result if isinstance(result, dict) else {"content": m.content}}}]
+    parts: list[dict[str, Any]] = [{"text": m.content}] if m.content or not m.tool_calls else []
+    for call in m.tool_calls:
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            arguments = {}
+        parts.append({"functionCall": {"name": call.name,
+                                       "args": arguments if isinstance(arguments, dict) else {}}})
+    return parts
+
+
 def _contents(messages: Iterable[ChatMessage]) -> list[dict[str, Any]]:
-    """Gemini roles are user/model; consecutive same-role turns are merged into one."""
+    """Gemini roles are user/model; consecutive same-role turns are merged into one. A tool
+    result is a user turn with a functionResponse naming the function that was called."""
     out: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool call id → function name (Gemini answers by name)
     for m in messages:
+        for call in m.tool_calls:
+            names[call.id] = call.name
         role = "model" if m.role == "assistant" else "user"
+        parts = _parts(m, names)
         if out and out[-1]["role"] == role:
-            out[-1]["parts"].append({"text": m.content})
+            out[-1]["parts"].extend(parts)
         else:
-            out.append({"role": role, "parts": [{"text": m.content}]})
+            out.append({"role": role, "parts": parts})
     return out
 
 

@@ -18,7 +18,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ._http import HTTPProvider
-from .base import GenerationRequest, ModelInfo, StopSignal, StreamItem, TextChunk
+from .base import (
+    ChatMessage,
+    Finished,
+    GenerationRequest,
+    ModelInfo,
+    StopSignal,
+    StreamItem,
+    TextChunk,
+    ToolCall,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -49,14 +58,27 @@ class OpenAIProvider(HTTPProvider):
         return headers
 
     def build_body(self, request: GenerationRequest) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message(m) for m in request.messages],
             "temperature": request.temperature,
             ("max_completion_tokens" if self.official else "max_tokens"): request.max_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = request.stop
+        if request.tools:
+            body["tools"] = [{"type": "function", "function": {
+                "name": t.name, "description": t.description, "parameters": t.parameters}}
+                for t in request.tools]
+        if request.tool_choice:
+            body["tool_choice"] = (
+                request.tool_choice if request.tool_choice in ("auto", "none", "required")
+                else {"type": "function", "function": {"name": request.tool_choice}})
+        return body
 
     async def stream(self, request: GenerationRequest,
                      stop: StopSignal) -> AsyncIterator[StreamItem]:
@@ -65,6 +87,7 @@ class OpenAIProvider(HTTPProvider):
         finish_reason: str | None = None
         chunks = 0
         done = False
+        calls: dict[int, list[str]] = {}  # index → [id, name, arguments so far]
         events = self.upstream_stream(f"{self.base_url}/chat/completions",
                                       headers=self._headers(), body=self.build_body(request),
                                       stop=stop)
@@ -89,13 +112,23 @@ class OpenAIProvider(HTTPProvider):
                         if isinstance(text, str) and text:
                             chunks += 1
                             yield TextChunk(text)
+                        for call in (delta.get("tool_calls") or ()
+                                     if isinstance(delta, dict) else ()):
+                            _add_call_delta(calls, call)
                         if choice.get("finish_reason"):
                             finish_reason = str(choice["finish_reason"])
                     if stop.is_set:
                         break
-        yield self.finished(stopped=stop.is_set, complete=done, prompt_tokens=prompt_tokens,
-                            completion_tokens=completion_tokens, chunks=chunks,
-                            length=finish_reason == "length")
+        finished = self.finished(stopped=stop.is_set, complete=done,
+                                 prompt_tokens=prompt_tokens,
+                                 completion_tokens=completion_tokens, chunks=chunks,
+                                 length=finish_reason == "length")
+        for index in sorted(calls):
+            call_id, name, arguments = calls[index]
+            yield ToolCall(id=call_id or f"call_{index}", name=name, arguments=arguments or "{}")
+        if calls and finished.finish_reason == "stop":
+            finished = Finished(finished.prompt_tokens, finished.completion_tokens, "tool_calls")
+        yield finished
 
     async def fetch_models(self) -> list[ModelInfo]:
         doc = await self.get_json(f"{self.base_url}/models", headers=self._headers())
@@ -111,6 +144,34 @@ class OpenAIProvider(HTTPProvider):
             return self.models_or_fallback(await self.fetch_models(), None)
         except Exception as exc:  # a model list must never take the server down
             return self.models_or_fallback(None, exc)
+
+
+def _message(m: ChatMessage) -> dict[str, Any]:
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    message: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        message["content"] = m.content or None
+        message["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments}}
+                                 for c in m.tool_calls]
+    return message
+
+
+def _add_call_delta(calls: dict[int, list[str]], delta: Any) -> None:
+    """OpenAI streams a tool call in pieces: id and name first, then the arguments' text."""
+    if not isinstance(delta, dict):
+        return
+    index = delta.get("index", 0)
+    entry = calls.setdefault(index if isinstance(index, int) else 0, ["", "", ""])
+    if isinstance(delta.get("id"), str):
+        entry[0] = delta["id"]
+    function = delta.get("function") or {}
+    if isinstance(function, dict):
+        if isinstance(function.get("name"), str):
+            entry[1] += function["name"]
+        if isinstance(function.get("arguments"), str):
+            entry[2] += function["arguments"]
 
 
 def _int(value: Any, default: int | None) -> int | None:

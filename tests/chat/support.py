@@ -76,6 +76,7 @@ class FakeThread:
             fake.chunk_delay = 0.0
             fake.first_chunk_delay = 0.0
             fake.fail = None
+            fake.tool_calls = []
             fake.requests.clear()
 
 

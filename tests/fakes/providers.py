@@ -78,6 +78,9 @@ class FakeProvider:
     chunk_delay: float = 0.0  # seconds between frames
     first_chunk_delay: float = 0.0  # seconds before the first text chunk (a thinking model)
     fail: Failure | None = None
+    # Function calls the model makes after its text: (name, arguments JSON), in the
+    # provider's own wire format (OpenAI deltas, Anthropic tool_use blocks, Gemini parts).
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
     base_url: str = ""
 
@@ -249,7 +252,16 @@ class FakeOpenAI(FakeProvider):
 
         frames = [chunk({"role": "assistant", "content": "", "refusal": None})]
         frames += [chunk({"content": text}) for text in self.chunks]
-        frames.append(chunk({}, "length" if self.finish == "length" else "stop"))
+        for i, (name, arguments) in enumerate(self.tool_calls):
+            frames.append(chunk({"tool_calls": [{"index": i, "id": f"call_{i}xYz", "type":
+                                                 "function", "function": {"name": name,
+                                                                          "arguments": ""}}]}))
+            half = len(arguments) // 2  # the arguments arrive in pieces
+            for piece in (arguments[:half], arguments[half:]):
+                frames.append(chunk({"tool_calls": [{"index": i,
+                                                     "function": {"arguments": piece}}]}))
+        frames.append(chunk({}, "tool_calls" if self.tool_calls
+                            else "length" if self.finish == "length" else "stop"))
         if self.send_usage:
             frames.append(_sse({**base, "choices": [], "usage": {
                 "prompt_tokens": self.prompt_tokens,
@@ -321,10 +333,22 @@ class FakeAnthropic(FakeProvider):
         frames += [_sse({"type": "content_block_delta", "index": 0,
                          "delta": {"type": "text_delta", "text": text}}, "content_block_delta")
                    for text in self.chunks]
+        frames.append(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+        for i, (name, arguments) in enumerate(self.tool_calls, start=1):
+            half = len(arguments) // 2
+            frames += [
+                _sse({"type": "content_block_start", "index": i, "content_block": {
+                    "type": "tool_use", "id": f"toolu_0{i}A09q90qw", "name": name,
+                    "input": {}}}, "content_block_start"),
+                *[_sse({"type": "content_block_delta", "index": i, "delta": {
+                    "type": "input_json_delta", "partial_json": piece}}, "content_block_delta")
+                  for piece in (arguments[:half], arguments[half:])],
+                _sse({"type": "content_block_stop", "index": i}, "content_block_stop"),
+            ]
         frames += [
-            _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
             _sse({"type": "message_delta", "delta": {
-                "stop_reason": "max_tokens" if self.finish == "length" else "end_turn",
+                "stop_reason": "tool_use" if self.tool_calls
+                else "max_tokens" if self.finish == "length" else "end_turn",
                 "stop_sequence": None}, "usage": {"output_tokens": self.completion_tokens}},
                  "message_delta"),
             _sse({"type": "message_stop"}, "message_stop"),
@@ -376,11 +400,15 @@ class FakeGemini(FakeProvider):
     def stream_frames(self, body: Any) -> list[bytes]:
         frames: list[bytes] = []
         sent = 0
-        for i, text in enumerate(self.chunks):
-            last = i == len(self.chunks) - 1
+        texts: list[str | None] = list(self.chunks) + ([None] if self.tool_calls else [])
+        for i, text in enumerate(texts):
+            last = i == len(texts) - 1
             sent += 1
-            candidate: dict[str, Any] = {"content": {"parts": [{"text": text}],
-                                                     "role": "model"}, "index": 0}
+            parts: list[dict[str, Any]] = [{"text": text}] if text is not None else [
+                {"functionCall": {"name": name, "args": json.loads(arguments)}}
+                for name, arguments in self.tool_calls]
+            candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"},
+                                         "index": 0}
             usage: dict[str, Any] = {"promptTokenCount": self.prompt_tokens,
                                      "totalTokenCount": self.prompt_tokens}
             if last:

@@ -244,7 +244,7 @@ async def test_stats(client: httpx.AsyncClient, alice: dict[str, str],
     empty = await client.get("/api/stats", headers=alice)
     assert empty.status_code == 200
     assert empty.json() == {"total_conversations": 0, "total_messages": 0, "total_tokens": 0,
-                            "average_messages_per_conversation": 0.0}
+                            "average_messages_per_conversation": 0.0, "total_cost_usd": 0.0}
     await client.post("/api/conversations", json=conversation("a"), headers=alice)
     three = conversation("b")
     three["messages"].append({"content": "third", "role": "user"})
@@ -252,7 +252,7 @@ async def test_stats(client: httpx.AsyncClient, alice: dict[str, str],
     await client.post("/api/conversations", json=conversation("a"), headers=bob)
     body = (await client.get("/api/stats", headers=alice)).json()
     assert body == {"total_conversations": 2, "total_messages": 5, "total_tokens": 0,
-                    "average_messages_per_conversation": 2.5}
+                    "average_messages_per_conversation": 2.5, "total_cost_usd": 0.0}
     assert type(body["total_messages"]) is int
 
 
