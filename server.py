@@ -14,7 +14,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
+import compat_branches
 import compat_rest
+import compat_transfer
 import compat_ws
 import middleware
 from resolvers.assembly import running_services
@@ -61,8 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
     )
     # Outermost: request ids and HTTP metrics, then the body limit (413 before any parsing).
-    middleware.install(app, max_body_bytes=settings.max_body_bytes)
+    middleware.install(app, max_body_bytes=settings.max_body_bytes,
+                       larger={compat_transfer.IMPORT_PATH: compat_transfer.import_limit(settings)})
     compat_rest.install(app)
+    compat_branches.install(app)
+    compat_transfer.install(app)
     compat_ws.install(app)
     schema = build_schema(limits=Limits.from_settings(settings))
     # path= rather than prefix=: the route keeps its full template (/graphql) for metrics.

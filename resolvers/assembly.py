@@ -17,6 +17,7 @@ from resolvers.kit.settings import Settings
 from resolvers.llm.base import Provider
 from resolvers.llm.registry import LLMConfig, ProviderRegistry
 from resolvers.services import Services
+from resolvers.titles import Titles
 
 log = logging.getLogger("chat_studio.server")
 
@@ -53,7 +54,9 @@ async def running_services(
     limiter = make_limiter(settings.redis_url or None)
     chat = Chat(db=db, broker=broker, registry=registry, limiter=limiter,
                 limits=ChatLimits(per_minute=settings.rate_limit_chat_per_minute,
-                                  daily_tokens=settings.daily_token_quota))
+                                  daily_tokens=settings.daily_token_quota),
+                titles=Titles(db=db, broker=broker, registry=registry,
+                              model=settings.title_model, enabled=settings.auto_title))
     try:
         await upgrade(db.engine)
         embedded = registry.providers.get("embedded")

@@ -16,16 +16,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP_MODULES = ("compat_rest", "compat_ws", "middleware", "server")
+TOP_MODULES = ("compat_rest", "compat_ws", "compat_branches", "compat_transfer", "middleware",
+               "server")
 PACKAGES = ("models", "resolvers", "schema")
 APP = set(PACKAGES) | set(TOP_MODULES)
 WEB = {"strawberry", "fastapi", "starlette", "uvicorn"}
 FORBIDDEN = {
     "models": APP - {"models"} | WEB,
     "resolvers": APP - {"models", "resolvers"} | WEB,
-    "schema": {"compat_rest", "compat_ws", "middleware", "server"},
+    "schema": {"compat_rest", "compat_ws", "compat_branches", "compat_transfer", "middleware",
+               "server"},
     "compat_rest": {"schema", "server"},
     "compat_ws": {"schema", "server"},
+    "compat_branches": {"schema", "server"},
+    "compat_transfer": {"schema", "server"},
 }
 # resolvers/ sub-packages that are leaves: they may import each other's modules (llm → kit),
 # never an operation.

@@ -38,6 +38,7 @@ from resolvers.chat.params import (
     DEFAULT_TEMPERATURE,
     MAX_TOKENS_RANGE,
     TEMPERATURE_RANGE,
+    Branch,
     ChatMessageInput,
     ChatParams,
     validated,
@@ -67,10 +68,11 @@ from resolvers.llm.base import (
     TextChunk,
 )
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
+from resolvers.titles import Titles
 
 __all__ = [
     "DEFAULT_MAX_TOKENS", "DEFAULT_TEMPERATURE", "MAX_TOKENS_RANGE", "TEMPERATURE_RANGE",
-    "Chat", "ChatMessageInput", "ChatParams", "ChatResult", "ReplyHandle", "error_of",
+    "Branch", "Chat", "ChatMessageInput", "ChatParams", "ChatResult", "ReplyHandle", "error_of",
     "reply_key",
 ]
 
@@ -92,6 +94,7 @@ class ChatResult:
     request_id: str
     finish_reason: str
     prompt_tokens: int = 0
+    message_id: str | None = None  # the stored reply, when the request named a conversation
 
 
 @dataclass(slots=True)
@@ -140,6 +143,8 @@ class Chat:
     # Abuse limits, enforced in start() for every transport (built by assembly.py).
     limiter: RateLimiter | None = None
     limits: ChatLimits = field(default_factory=ChatLimits)
+    # Titles conversations after their first reply (AUTO_TITLE); built by assembly.py.
+    titles: Titles | None = None
 
     async def models(self) -> list[ModelInfo]:
         return await self.registry.list_models()
@@ -187,22 +192,30 @@ class Chat:
             await self.broker.reply_start(key, owner_id=actor.id)
         except ReplyExists as exc:
             raise Conflict(f"request_id {request_id!r} is already in use") from exc
-        if params.conversation_id is not None:
+        reply_parent: str | None = None  # the stored message the reply answers
+        branch = params.branch
+        if params.conversation_id is not None and branch is not None \
+                and not branch.store_newest:
+            reply_parent = branch.parent_id  # regenerate: the question is stored already
+        elif params.conversation_id is not None:
             # The user's message is kept before generation starts: never lost, even if the
             # provider fails or the server stops mid-reply.
             newest = params.messages[-1]
             async with self.db.session() as session:
-                await conversations.append_messages(
+                stored = await conversations.append_messages(
                     session, actor, conversation_id=params.conversation_id,
                     messages=[conversations.MessageInput(
                         content=newest.content, role=cast(Role, newest.role), id=newest.id,
                         timestamp=newest.timestamp)],
+                    under=conversations.Under(branch.parent_id) if branch else None,
                 )
+            reply_parent = stored[-1].id
         request = GenerationRequest(model=model, messages=history,
                                     temperature=params.temperature, max_tokens=params.max_tokens)
         stop = StopSignal()
         task = asyncio.create_task(
-            self._generate(actor, key, request_id, provider, request, stop, params),
+            self._generate(actor, key, request_id, provider, request, stop, params,
+                           reply_parent),
             name=f"reply {key}",
         )
         self._running[key] = _Running(stop=stop, task=task)
@@ -212,7 +225,7 @@ class Chat:
 
     async def _generate(self, actor: User, key: str, request_id: str, provider: Provider,
                         request: GenerationRequest, stop: StopSignal,
-                        params: ChatParams) -> None:
+                        params: ChatParams, reply_parent: str | None = None) -> None:
         parts: list[str] = []
         status, finish_reason = ERROR, "error"
         prompt_tokens = completion_tokens = 0
@@ -261,7 +274,7 @@ class Chat:
             message_id = await self._store(actor, params, content=content, model=request.model,
                                            status=status, prompt_tokens=prompt_tokens,
                                            completion_tokens=completion_tokens,
-                                           request_id=request_id)
+                                           request_id=request_id, reply_parent=reply_parent)
             if terminal is None:  # cancelled (server shutting down)
                 terminal = ChatError(code="internal",
                                      message="The server stopped during the reply",
@@ -271,6 +284,10 @@ class Chat:
                 elapsed_ms=round((time.perf_counter() - started) * 1000))
             with contextlib.suppress(Exception):
                 await self.broker.reply_append(key, terminal.to_log(), terminal=True)
+            # After the terminal event: a title never delays the reply.
+            if self.titles is not None and params.conversation_id is not None \
+                    and message_id is not None and status == COMPLETE:
+                self.titles.after_reply(actor, params.conversation_id, request.model)
 
     async def _watch_stop(self, key: str, stop: StopSignal) -> None:
         # Stops may be asked on any worker: they arrive over the broker.
@@ -281,7 +298,7 @@ class Chat:
 
     async def _store(self, actor: User, params: ChatParams, *, content: str, model: str,
                      status: str, prompt_tokens: int, completion_tokens: int,
-                     request_id: str) -> str | None:
+                     request_id: str, reply_parent: str | None = None) -> str | None:
         """Keep the reply and its usage. Failures here are logged, never raised: the client
         still gets its terminal event."""
         message_id: str | None = None
@@ -298,6 +315,8 @@ class Chat:
                         messages=[conversations.MessageInput(
                             content=content, role="assistant", tokens=completion_tokens,
                             model=model, status=status)],
+                        # Under the message it answers, wherever the active path is now.
+                        under=conversations.Under(reply_parent) if reply_parent else None,
                     )
                     message_id = stored[0].id if stored else None
         except Exception:
@@ -366,7 +385,8 @@ class Chat:
                 case ChatComplete():
                     return ChatResult(content="".join(parts), tokens=event.tokens,
                                       model=event.model, request_id=handle.request_id,
-                                      finish_reason=event.finish_reason)
+                                      finish_reason=event.finish_reason,
+                                      message_id=event.message_id)
                 case ChatError():
                     raise error_of(event)
         raise AppError("The reply ended without a result")
@@ -380,4 +400,6 @@ class Chat:
             await asyncio.wait([item.task for item in running], timeout=10)
         for item in running:
             item.task.cancel()
+        if self.titles is not None:
+            await self.titles.aclose()
         await self.registry.aclose()

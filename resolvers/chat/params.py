@@ -35,6 +35,16 @@ class ChatMessageInput:
     timestamp: int | None = None
 
 
+@dataclass(slots=True, frozen=True)
+class Branch:
+    """Where a reply goes in the conversation's tree. Set by resolvers/branches.py (edit and
+    regenerate), never parsed from a client: faces leave it None (the reply continues the
+    active path)."""
+
+    parent_id: str | None  # the message the new one follows (None: a new first message)
+    store_newest: bool  # edit: store the newest (edited) message there; regenerate: it is
+
+
 @dataclass(slots=True)
 class ChatParams:
     messages: list[ChatMessageInput]
@@ -44,6 +54,7 @@ class ChatParams:
     conversation_id: str | None = None
     request_id: str | None = None  # the client's id; echoed on every event of the reply
     system_prompt: str | None = None
+    branch: Branch | None = None
 
 
 def _number(value: float) -> str:
