@@ -14,6 +14,8 @@ interleave, each event carrying its `request_id` and `seq`.
     → {"type":"typing"}                       (the user's other sockets in that conversation
                                                get {"type":"user_typing",…}; a socket in no
                                                conversation reaches the others in none)
+    ← {"type":"conversation_updated","conversation_id":…,"title":…}   (a generated title, on
+                                               every socket of the owner)
 Close codes: 4401 unauthenticated (timeout, bad or expired token, logout everywhere, account
 deleted), 4403 the token belongs to another user than the path's.
 """
@@ -31,7 +33,7 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from models import User
-from resolvers import chat, live, presence, validation
+from resolvers import chat, live, presence, titles, validation
 from resolvers.chat.events import ReplyEvent
 from resolvers.kit.clock import now_ms
 from resolvers.kit.errors import AppError, BadInput, Forbidden, ProviderTimeout
@@ -122,6 +124,8 @@ class Connection:
         # While the socket has named no conversation: the guide's bare typing of the user's
         # other sockets that named none either.
         self.bare_typing: asyncio.Task[None] | None = None
+        # The user's conversation updates (generated titles), from authentication on.
+        self.updates: asyncio.Task[None] | None = None
         self.pending_joins: list[str] = []  # named before authentication
         self.readers: set[asyncio.Task[None]] = set()
         self.live: live.LiveSocket | None = None
@@ -167,6 +171,8 @@ class Connection:
                 tasks = [deadline, *self.readers, *self.conversations.values()]
                 if self.bare_typing is not None:
                     tasks.append(self.bare_typing)
+                if self.updates is not None:
+                    tasks.append(self.updates)
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -201,7 +207,18 @@ class Connection:
                 await self.send(error(error_code(exc), exc.message))
         if first and not self.conversations:
             await self._listen_bare_typing(user)
+        if first:
+            subscription = titles.subscribe_updates(self.services.broker, user)
+            await subscription.ready()  # live before auth_ok: no title is missed after it
+            self.updates = asyncio.create_task(self._forward_updates(subscription))
         return True
+
+    async def _forward_updates(self, subscription: Any) -> None:
+        try:
+            async for event in titles.updates(subscription):
+                await self.send(event.to_wire())
+        finally:
+            await subscription.aclose()
 
     async def receive_loop(self) -> None:
         limit = self.settings.ws_max_message_bytes

@@ -9,6 +9,7 @@ derived data (the search index) is kept in step with the conversation.
 from __future__ import annotations
 
 import base64
+import heapq
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -266,41 +267,63 @@ async def find(session: AsyncSession, actor: User, *, conversation_id: str) -> C
 def _rebuilt(conversation_pk: str, old: Sequence[StoredMessage],
              messages: Sequence[MessageInput], now: int,
              keep_branches: bool) -> list[dict[str, object]]:
-    """The rows after a PUT (see `replace`), renumbered so that parents come first."""
+    """The rows after a PUT (see `replace`), renumbered so that parents come first and older
+    messages before newer ones (sibling order is age order)."""
     unmatched: dict[str, list[StoredMessage]] = defaultdict(list)
     for stored in sorted(old, key=lambda r: (not r.active, -r.position)):
         unmatched[stored.id].append(stored)  # an id's active row first, then the newest
-    kept: dict[int, int] = {}  # old position → new position
     rows = _message_rows(conversation_pk, messages, 0, now)
-    for row, message in zip(rows, messages, strict=True):
+    # Each row's age: its old position when it was stored already, else after all of them.
+    ages: list[tuple[int, int]] = []
+    parents: list[int | None] = []  # index into rows
+    kept: dict[int, int] = {}  # old position → index into rows
+    for index, (row, message) in enumerate(zip(rows, messages, strict=True)):
+        parents.append(index - 1 if index else None)
         same = unmatched.get(message.id or "")
         if not same:
+            ages.append((1, index))
             continue
         previous: StoredMessage = same.pop(0)
-        kept[previous.position] = int(cast(int, row["position"]))
+        kept[previous.position] = index
+        ages.append((0, previous.position))
         # What the client's list does not carry is kept from the stored message.
         for name in ("tokens", "model", "status"):
             if row[name] is None:
                 row[name] = getattr(previous, name)
         if message.timestamp is None:
             row["timestamp"] = previous.timestamp
-    if not keep_branches:
-        return rows
-    parents = {stored.position: stored.parent_position for stored in old}
-    # The PUT replaces the active path: its old messages that the list leaves out are
-    # removed. Other branches (which a linear client cannot see) are kept, re-attached to
-    # their nearest surviving ancestor.
-    branches = [row for row in old if not row.active and row.position not in kept]
-    for index, branch in enumerate(branches, start=len(rows)):
-        kept[branch.position] = index
-    for index, branch in enumerate(branches, start=len(rows)):
-        rows.append({
-            "conversation_pk": conversation_pk, "position": index,
-            "parent_position": tree.surviving_parent(parents, branch.parent_position, kept),
-            "active": False, "id": branch.id, "role": branch.role, "content": branch.content,
-            "timestamp": branch.timestamp, "tokens": branch.tokens, "model": branch.model,
-            "status": branch.status,
-        })
+    if keep_branches:
+        # The PUT replaces the active path: its old messages that the list leaves out are
+        # removed. Other branches (which a linear client cannot see) are kept, re-attached
+        # to their nearest surviving ancestor.
+        old_parents = {stored.position: stored.parent_position for stored in old}
+        branches = [r for r in old if not r.active and r.position not in kept]
+        for branch in branches:
+            kept[branch.position] = len(rows)
+            rows.append({
+                "conversation_pk": conversation_pk, "active": False, "id": branch.id,
+                "role": branch.role, "content": branch.content, "timestamp": branch.timestamp,
+                "tokens": branch.tokens, "model": branch.model, "status": branch.status,
+            })
+            ages.append((0, branch.position))
+        for branch in branches:
+            parents.append(tree.surviving_parent(old_parents, branch.parent_position, kept))
+    # Number them: a parent before its children, the oldest available row first.
+    children: dict[int | None, list[int]] = defaultdict(list)
+    for index, parent in enumerate(parents):
+        children[parent].append(index)
+    ready = [(ages[index], index) for index in children[None]]
+    heapq.heapify(ready)
+    position_of: dict[int, int] = {}
+    while ready:
+        _age, index = heapq.heappop(ready)
+        position_of[index] = len(position_of)
+        for child in children[index]:
+            heapq.heappush(ready, (ages[child], child))
+    for index, row in enumerate(rows):
+        parent = parents[index]
+        row["position"] = position_of[index]
+        row["parent_position"] = position_of[parent] if parent is not None else None
     return rows
 
 

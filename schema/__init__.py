@@ -14,6 +14,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from schema.branches import BranchMutation
 from schema.chat import ChatMutation, ChatQuery
 from schema.errors import ErrorCodes
 from schema.mutations import Mutation as CoreMutation
@@ -21,7 +22,10 @@ from schema.protection import Limits
 from schema.protection import extensions as protection
 from schema.queries import Query as CoreQuery
 from schema.scalars import SCALAR_MAP
-from schema.subscriptions import GraphQLRouter, StreamErrorCodes, Subscription, TypingMutation
+from schema.subscriptions import GraphQLRouter, StreamErrorCodes, TypingMutation
+from schema.subscriptions import Subscription as CoreSubscription
+from schema.titles import TitleSubscription
+from schema.transfer import TransferMutation, TransferQuery
 
 
 class Schema(strawberry.Schema):
@@ -32,8 +36,10 @@ class Schema(strawberry.Schema):
         return None
 
 
-Query = merge_types("Query", (CoreQuery, ChatQuery))
-Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation))
+Query = merge_types("Query", (CoreQuery, ChatQuery, TransferQuery))
+Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation, BranchMutation,
+                                    TransferMutation))
+Subscription = merge_types("Subscription", (CoreSubscription, TitleSubscription))
 
 
 def build_schema(limits: Limits | None = None, **kwargs: Any) -> Schema:

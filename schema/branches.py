@@ -1,0 +1,73 @@
+"""Branch fields: regenerateMessage, editMessage (answer like `chat`), switchBranch.
+
+Thin like every face: parse, call resolvers/branches.py and chat, shape the answer. To
+stream a regenerated reply, pass a `requestId` and follow it with `chatEvents`.
+"""
+
+from __future__ import annotations
+
+import strawberry
+
+from resolvers import branches, chat
+from resolvers.chat.params import ChatParams
+from schema.chat import ChatReply, reply_of
+from schema.context import Context
+from schema.queries import ctx
+from schema.types import Conversation
+
+
+@strawberry.input(description="The chat options of a regenerate or an edit.")
+class ReplyOptionsInput:
+    model: str | None = None
+    temperature: float = chat.DEFAULT_TEMPERATURE
+    max_tokens: int = chat.DEFAULT_MAX_TOKENS
+    request_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Your id for this reply: follow it with chatEvents")
+
+
+def options_of(data: ReplyOptionsInput | None) -> branches.ReplyOptions:
+    if data is None:
+        return branches.ReplyOptions()
+    return branches.ReplyOptions(model=data.model, temperature=data.temperature,
+                                 max_tokens=data.max_tokens,
+                                 request_id=str(data.request_id) if data.request_id else None)
+
+
+async def _complete(context: Context, params: ChatParams) -> ChatReply:
+    return reply_of(await context.services.chat.complete(await context.actor(), params))
+
+
+@strawberry.type
+class BranchMutation:
+    @strawberry.mutation(description="A new reply beside an assistant message (its sibling); "
+                         "the old one is kept. Answers like `chat`, with messageId.")
+    async def regenerate_message(self, info: strawberry.Info, conversation_id: strawberry.ID,
+                                 message_id: strawberry.ID,
+                                 options: ReplyOptionsInput | None = None) -> ChatReply:
+        context = ctx(info)
+        params = await branches.regenerate_request(
+            context.services.db, await context.actor(), conversation_id=str(conversation_id),
+            message_id=str(message_id), options=options_of(options))
+        return await _complete(context, params)
+
+    @strawberry.mutation(description="A new user message with `content` beside a user message "
+                         "(its sibling), then a reply to it; the old branch is kept.")
+    async def edit_message(self, info: strawberry.Info, conversation_id: strawberry.ID,
+                           message_id: strawberry.ID, content: str,
+                           options: ReplyOptionsInput | None = None) -> ChatReply:
+        context = ctx(info)
+        params = await branches.edit_request(
+            context.services.db, await context.actor(), conversation_id=str(conversation_id),
+            message_id=str(message_id), content=content, options=options_of(options))
+        return await _complete(context, params)
+
+    @strawberry.mutation(description="Show the branch through messageId (down to its newest "
+                         "leaf): `messages` is now that path.")
+    async def switch_branch(self, info: strawberry.Info, conversation_id: strawberry.ID,
+                            message_id: strawberry.ID) -> Conversation:
+        context = ctx(info)
+        async with context.session() as session:
+            stored = await branches.switch(session, await context.actor(),
+                                           conversation_id=str(conversation_id),
+                                           message_id=str(message_id))
+        return Conversation.from_model(stored.conversation)
