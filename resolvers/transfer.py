@@ -421,10 +421,12 @@ def recognize(data: Any, *, max_conversations: int) -> list[tuple[str, Any]]:
         items, kind = [data], "chatgpt"
     elif isinstance(data, dict) and isinstance(data.get("messages"), list):
         items, kind = [data], "ours"
-    elif isinstance(data, list) and all(isinstance(item, dict) for item in data):
-        if any("mapping" in item for item in data) or not data:
+    elif isinstance(data, list):
+        # A list is known by the conversations in it; other items are skipped with a reason.
+        objects = [item for item in data if isinstance(item, dict)]
+        if any("mapping" in item for item in objects) or not data:
             items, kind = data, "chatgpt"
-        elif any("messages" in item for item in data):
+        elif any("messages" in item for item in objects):
             items, kind = data, "ours"
         else:
             raise ValidationFailed("Not a known export: expected ChatGPT's conversations.json "
