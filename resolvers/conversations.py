@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, and_, delete, func, insert, or_, update
 from sqlalchemy import select as sa_select
@@ -177,12 +177,12 @@ async def messages_for(
         .where(col(Message.conversation_pk).in_(list(conversation_pks)))
         .order_by(col(Message.conversation_pk), col(Message.position))
     )
+    raw: dict[str, list[Any]] = defaultdict(list)
     for row in rows.all():
-        grouped[row.conversation_pk].append(StoredMessage(*row))
-    for key, messages in grouped.items():
-        tree.link(messages)  # siblings need the whole tree, even for the active path
-        if not whole_tree:
-            grouped[key] = [message for message in messages if message.active]
+        raw[row[0]].append(row)
+    for key, found in raw.items():
+        # Siblings need the whole tree, even for the active path.
+        grouped[key] = tree.views(found, whole_tree=whole_tree)
     return grouped
 
 

@@ -88,7 +88,7 @@ async def test_a_populated_database_upgrades_with_every_conversation_intact(
                 assert [(m.id, m.role, m.content) for m in stored.messages] == messages
                 ids = [m.id for m in stored.messages]
                 assert [m.parent_id for m in stored.messages] == [None, *ids[:-1]][:len(ids)]
-                assert all(m.sibling_ids == [m.id] for m in stored.messages)
+                assert all(m.sibling_ids == (m.id,) for m in stored.messages)
                 whole = await conversations.get(session, actor,
                                                 conversation_id=conversation_id,
                                                 whole_tree=True)
