@@ -16,6 +16,9 @@ interleave, each event carrying its `request_id` and `seq`.
                                                conversation reaches the others in none)
     ← {"type":"conversation_updated","conversation_id":…,"title":…}   (a generated title, on
                                                every socket of the owner)
+    → {"type":"regenerate","conversation_id":"c","message_id":"m","request_id":"r2"}
+    → {"type":"edit","conversation_id":"c","message_id":"m","content":"…"}  (both stream like
+                                               chat; options: model, temperature, max_tokens)
 Close codes: 4401 unauthenticated (timeout, bad or expired token, logout everywhere, account
 deleted), 4403 the token belongs to another user than the path's.
 """
@@ -33,7 +36,7 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from models import User
-from resolvers import chat, live, presence, titles, validation
+from resolvers import branches, chat, live, presence, titles, validation
 from resolvers.chat.events import ReplyEvent
 from resolvers.kit.clock import now_ms
 from resolvers.kit.errors import AppError, BadInput, Forbidden, ProviderTimeout
@@ -47,7 +50,7 @@ CLOSE_FORBIDDEN = 4403
 MAX_CONVERSATIONS = 100
 MAX_READERS = 32
 # Served after authentication, each by `Connection.on_<type>`.
-MESSAGE_TYPES = frozenset({"chat", "stop", "resume", "join", "typing"})
+MESSAGE_TYPES = frozenset({"chat", "stop", "resume", "join", "typing", "regenerate", "edit"})
 
 router = APIRouter()
 
@@ -108,6 +111,20 @@ def chat_params(data: dict[str, Any]) -> chat.ChatParams:
         request_id=_field(data, "request_id", str),
         system_prompt=_field(data, "system_prompt", str),
     )
+
+
+def _branch_fields(data: dict[str, Any]) -> tuple[str, str, branches.ReplyOptions]:
+    """A `regenerate` or `edit` message → its target and chat options (types checked here,
+    values by resolvers/)."""
+    conversation_id = _field(data, "conversation_id", str)
+    message_id = _field(data, "message_id", str)
+    if conversation_id is None or message_id is None:
+        raise BadInput("needs a conversation_id and a message_id", field="message_id")
+    return conversation_id, message_id, branches.ReplyOptions(
+        model=_field(data, "model", str),
+        temperature=float(_field(data, "temperature", (int, float), chat.DEFAULT_TEMPERATURE)),
+        max_tokens=_field(data, "max_tokens", int, chat.DEFAULT_MAX_TOKENS),
+        request_id=_field(data, "request_id", str))
 
 
 class Connection:
@@ -276,6 +293,31 @@ class Connection:
 
     async def on_chat(self, user: User, data: dict[str, Any]) -> None:
         params = chat_params(data)
+        if len(self.readers) >= MAX_READERS:
+            raise BadInput(f"At most {MAX_READERS} replies at a time on one connection")
+        handle = await self.services.chat.start(user, params)
+        if params.conversation_id is not None:
+            await self.join(params.conversation_id)
+        self._read(user, handle.request_id, after=0)
+
+    async def on_regenerate(self, user: User, data: dict[str, Any]) -> None:
+        conversation_id, message_id, options = _branch_fields(data)
+        params = await branches.regenerate_request(
+            self.services.db, user, conversation_id=conversation_id, message_id=message_id,
+            options=options)
+        await self._start(user, params)
+
+    async def on_edit(self, user: User, data: dict[str, Any]) -> None:
+        conversation_id, message_id, options = _branch_fields(data)
+        content = _field(data, "content", str)
+        if content is None:
+            raise BadInput("edit needs the new content", field="content")
+        params = await branches.edit_request(
+            self.services.db, user, conversation_id=conversation_id, message_id=message_id,
+            content=content, options=options)
+        await self._start(user, params)
+
+    async def _start(self, user: User, params: chat.ChatParams) -> None:
         if len(self.readers) >= MAX_READERS:
             raise BadInput(f"At most {MAX_READERS} replies at a time on one connection")
         handle = await self.services.chat.start(user, params)

@@ -14,7 +14,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
-from schema.branches import BranchMutation
+from schema.branches import BranchMutation, BranchSubscription
 from schema.chat import ChatMutation, ChatQuery
 from schema.errors import ErrorCodes
 from schema.mutations import Mutation as CoreMutation
@@ -39,7 +39,8 @@ class Schema(strawberry.Schema):
 Query = merge_types("Query", (CoreQuery, ChatQuery, TransferQuery))
 Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation, BranchMutation,
                                     TransferMutation))
-Subscription = merge_types("Subscription", (CoreSubscription, TitleSubscription))
+Subscription = merge_types("Subscription", (CoreSubscription, TitleSubscription,
+                                            BranchSubscription))
 
 
 def build_schema(limits: Limits | None = None, **kwargs: Any) -> Schema:

@@ -1,10 +1,12 @@
-"""Branch fields: regenerateMessage, editMessage (answer like `chat`), switchBranch.
+"""Branch fields: regenerateMessage, editMessage (answer like `chat`), switchBranch, and the
+streaming subscriptions regenerateStream and editStream (like `chatStream`).
 
-Thin like every face: parse, call resolvers/branches.py and chat, shape the answer. To
-stream a regenerated reply, pass a `requestId` and follow it with `chatEvents`.
+Thin like every face: parse, call resolvers/branches.py and chat, shape the answer.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncGenerator
 
 import strawberry
 
@@ -13,6 +15,7 @@ from resolvers.chat.params import ChatParams
 from schema.chat import ChatReply, reply_of
 from schema.context import Context
 from schema.queries import ctx
+from schema.subscriptions import ChatEvent, chat_event
 from schema.types import Conversation
 
 
@@ -71,3 +74,39 @@ class BranchMutation:
                                            conversation_id=str(conversation_id),
                                            message_id=str(message_id))
         return Conversation.from_model(stored.conversation)
+
+
+async def _stream(context: Context, params: ChatParams) -> AsyncGenerator[ChatEvent, None]:
+    actor = await context.actor()
+    service = context.services.chat
+    handle = await service.start(actor, params)
+    # Unsubscribing stops only this reader: the reply is still generated and kept.
+    async for seq, event in service.events(actor, handle.request_id):
+        yield chat_event(seq, event)
+
+
+@strawberry.type
+class BranchSubscription:
+    @strawberry.subscription(description="regenerateMessage, streamed like chatStream.")
+    async def regenerate_stream(
+        self, info: strawberry.Info, conversation_id: strawberry.ID, message_id: strawberry.ID,
+        options: ReplyOptionsInput | None = None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        context = ctx(info)
+        params = await branches.regenerate_request(
+            context.services.db, await context.actor(), conversation_id=str(conversation_id),
+            message_id=str(message_id), options=options_of(options))
+        async for item in _stream(context, params):
+            yield item
+
+    @strawberry.subscription(description="editMessage, streamed like chatStream.")
+    async def edit_stream(
+        self, info: strawberry.Info, conversation_id: strawberry.ID, message_id: strawberry.ID,
+        content: str, options: ReplyOptionsInput | None = None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        context = ctx(info)
+        params = await branches.edit_request(
+            context.services.db, await context.actor(), conversation_id=str(conversation_id),
+            message_id=str(message_id), content=content, options=options_of(options))
+        async for item in _stream(context, params):
+            yield item

@@ -6,6 +6,7 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from tests.chat.support import FakeThread, User, read_all
@@ -274,3 +275,44 @@ async def test_graphql_does_what_rest_does(user: User, fakes: FakeThread) -> Non
     assert rest["siblings"] == [["Hi", "Hello?"], ["Hello, world!", "Two"]]
     assert rest["tree"] == [("Hi", True), ("Hello, world!", False), ("Two", True),
                             ("Hello?", False), ("Three", False)]
+
+
+async def test_regenerate_and_edit_stream_on_ws_and_graphql(
+        chat_server: Any, user: User, fakes: FakeThread) -> None:
+    from websockets.asyncio.client import connect
+
+    from tests.realtime.clients import GraphQLWS, reply, user_id
+
+    token = user.headers["Authorization"].removeprefix("Bearer ")
+    conversation_id = await user.new_conversation()
+    first = await chat_turn(user, conversation_id, "Hi")
+    question_id = (await user.conversation(conversation_id))["messages"][0]["id"]
+    uid = await user_id(user.http, token)
+    async with asyncio.timeout(LIMIT), \
+            connect(f"{chat_server.ws_url}/ws/{uid}?token={token}") as ws:
+        fakes.openai.chunks = ["From", " ws"]
+        await ws.send(json.dumps({"type": "regenerate", "conversation_id": conversation_id,
+                                  "message_id": first["message_id"], "request_id": "r-ws"}))
+        events = await reply(ws, "r-ws")
+        assert [e["type"] for e in events] == ["chat_chunk", "chat_chunk", "chat_complete"]
+        assert "".join(e.get("content", "") for e in events) == "From ws"
+        await ws.send(json.dumps({"type": "regenerate", "conversation_id": conversation_id,
+                                  "message_id": question_id, "request_id": "r-bad"}))
+        refused = await reply(ws, "r-bad")
+        assert refused[-1]["type"] == "error" and refused[-1]["code"] == "bad_request"
+    async with asyncio.timeout(LIMIT), \
+            GraphQLWS.connect(chat_server.ws_url, "graphql-transport-ws") as gql:
+        await gql.init({"token": token})
+        fakes.openai.chunks = ["From", " graphql"]
+        await gql.subscribe("e", """subscription($c: ID!, $m: ID!) {
+            editStream(conversationId: $c, messageId: $m, content: "Hello again") {
+              __typename ... on ChatChunk { content } ... on ChatComplete { messageId } } }""",
+                            {"c": conversation_id, "m": question_id})
+        values = await gql.collect("e", "editStream")
+    assert [v["__typename"] for v in values] == ["ChatChunk", "ChatChunk", "ChatComplete"]
+    shown = await user.conversation(conversation_id)
+    assert [(m["role"], m["content"]) for m in shown["messages"]] == [
+        ("user", "Hello again"), ("assistant", "From graphql")]
+    assert shown["messages"][1]["id"] == values[-1]["messageId"]
+    assert [m["content"] for m in await tree(user, conversation_id)] == [
+        "Hi", "Hello, world!", "From ws", "Hello again", "From graphql"]
