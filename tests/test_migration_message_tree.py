@@ -8,15 +8,17 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from alembic import command
 from sqlalchemy import text
 
 from models import User
 from resolvers import conversations
 from resolvers.kit.db import Database
-from resolvers.kit.migrate import upgrade
+from resolvers.kit.migrate import alembic_config, upgrade
 from tests.conftest import POSTGRES_URL, _unreachable
 
 BEFORE = "0001"  # the schema this migration upgrades
@@ -104,5 +106,25 @@ async def test_a_populated_database_upgrades_with_every_conversation_intact(
             assert [m.id for m in after.messages][:7] == [f"m{i}" for i in range(7)]
             assert after.messages[-1].content == "beside m7"
             assert after.messages[-1].sibling_ids[0] == "m7"
+        # Downgrading keeps what the old schema can show: every active path.
+        await downgrade(db.engine, BEFORE)
+        async with db.engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT c.id, m.id FROM messages m JOIN conversations c ON c.pk = "
+                "m.conversation_pk ORDER BY c.id, m.position"))).all()
+        assert [m for c, m in rows if c == "c3"] == [*(f"m{i}" for i in range(7)),
+                                                    after.messages[-1].id]
+        # One message added; m7 and m8 (now off the active path) are gone.
+        assert len(rows) == sum(len(m) for m in expected.values()) + 1 - 2
     finally:
         await db.dispose()
+
+
+async def downgrade(engine: Any, revision: str) -> None:
+    def run(sync_connection: object) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = sync_connection
+        command.downgrade(config, revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(run)
