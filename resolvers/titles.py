@@ -33,7 +33,8 @@ log = logging.getLogger("chat_studio.titles")
 # Titles clients give a conversation before it has one (the guide's client: "新对话").
 DEFAULT_TITLES = frozenset({"", "新对话", "新的对话", "新建对话", "新会话", "new chat",
                             "new conversation", "untitled", "untitled conversation"})
-TITLE_MAX_CHARS = 80
+TITLE_MAX_CHARS = 60
+TITLE_MAX_WORDS = 8  # small models ramble: a title is its first sentence's first words
 PROMPT_CHARS = 2000  # of the user's message and of the reply
 INSTRUCTION = ("Write a short title (at most six words) for the conversation below, in the "
                "language of the user's message. Answer with the title only: no quotes, no "
@@ -48,14 +49,20 @@ def cleaned(text: str) -> str:
     """The model's answer as a title: its first line, without quotes, labels or markdown."""
     line = next((part for part in text.strip().splitlines() if part.strip()), "")
     line = re.sub(r"^(title|标题)\s*[:：]\s*", "", line.strip(), flags=re.IGNORECASE)
-    line = line.strip().strip("\"'“”‘’「」《》*#`").strip().rstrip("。.!！")
-    return line[:TITLE_MAX_CHARS].strip()
+    line = line.strip().strip("\"'“”‘’「」《》*#`").strip()
+    line = re.split(r"(?<=[.!?])\s+|(?<=[。！？])", line, maxsplit=1)[0]
+    return short(line.rstrip("。.!！?？"))
+
+
+def short(text: str) -> str:
+    """At most TITLE_MAX_WORDS words and TITLE_MAX_CHARS characters."""
+    words = text.split()[:TITLE_MAX_WORDS]
+    return " ".join(words)[:TITLE_MAX_CHARS].strip()
 
 
 def fallback(content: str) -> str:
     """A title from the user's own words, when the model gives nothing usable."""
-    words = " ".join(content.split())
-    return words[:TITLE_MAX_CHARS].strip()
+    return short(content)
 
 
 @dataclass(frozen=True, slots=True)
