@@ -71,6 +71,9 @@ async def test_regenerate_keeps_both_replies_and_switching_back_shows_the_first(
         everything = await tree(user, conversation_id)
         assert [(m["content"], m["active"]) for m in everything] == [
             ("Name a colour", True), ("Hello, world!", True), ("Blue.", False)]
+        # Stats count what the conversation shows.
+        stats = (await user.http.get("/api/stats", headers=user.headers)).json()
+        assert stats["total_messages"] == 2
         # The guide's list shows the active path only.
         listed = (await user.http.get("/api/conversations", headers=user.headers)).json()
         assert [path(c) for c in listed if c["id"] == conversation_id] == [path(switched.json())]
