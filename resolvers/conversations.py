@@ -128,7 +128,8 @@ async def _insert_messages(session: AsyncSession, rows: list[dict[str, object]])
 
 async def written(session: AsyncSession, conversation_pk: str) -> None:
     """Called by every operation that writes a conversation's messages or title (create,
-    replace, append, branches, imports), in its transaction, before the commit.
+    replace, append, branches, generated titles, imports, delete — after the rows are gone),
+    in its transaction, before the commit.
 
     Hook point for the search index (branch `search`): keep derived data in step here.
     """
@@ -380,6 +381,8 @@ async def remove(session: AsyncSession, actor: User, *, conversation_id: str) ->
     conversation = await _owned(session, actor, conversation_id)
     await session.exec(delete(Message).where(col(Message.conversation_pk) == conversation.pk))
     await session.delete(conversation)
+    await session.flush()
+    await written(session, conversation.pk)  # now gone: derived data goes with it
     await session.commit()
 
 
