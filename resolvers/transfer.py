@@ -206,7 +206,13 @@ def _checked(parsed: Parsed) -> Parsed:
     if len(parsed.items) > validation.MESSAGES_PER_CONVERSATION_MAX:
         raise Skip(f"{len(parsed.items)} messages: a conversation holds at most "
                    f"{validation.MESSAGES_PER_CONVERSATION_MAX}")
+    seen: set[str] = set()
     for number, item in enumerate(parsed.items, start=1):
+        # Ids travel in URL paths and name one message: an unusable or repeated one is
+        # replaced (parents are already resolved to indexes).
+        if _id(item.id) is None or item.id in seen:
+            item.id = _new_id("msg")
+        seen.add(item.id)
         try:
             validation.role(item.role)
             validation.bounded_text(item.content, field="content",
@@ -393,11 +399,6 @@ def parse_chatgpt(data: Any) -> Parsed:
         raise Skip("the mapping's parents form a cycle")
     if not parsed.items:
         raise Skip("no message that ChatGPT shows (only tool, hidden or empty nodes)")
-    seen: set[str] = set()
-    for item in parsed.items:
-        if item.id in seen:
-            item.id = _new_id("msg")
-        seen.add(item.id)
     current = data.get("current_node")
     leaf = kept_index.get(current) if isinstance(current, str) else None
     parsed.active_leaf = leaf if leaf is not None else len(parsed.items) - 1

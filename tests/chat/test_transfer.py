@@ -161,15 +161,25 @@ async def test_bad_documents_import_nothing_and_bad_items_say_why(user: User) ->
                                           "parentId": "missing"}]},
         {"title": "NUL", "messages": [{"role": "user", "content": "a\x00b"}]},
         "not an object",
+        {"id": "odd ids", "title": "Odd ids", "messages": [
+            {"id": "bad id!", "role": "user", "content": "a"},
+            {"id": "dup", "role": "assistant", "content": "b"},
+            {"id": "dup", "role": "user", "content": "c"}]},
     ]
     result = (await import_file(user, json.dumps(mixed).encode())).json()
-    assert result["imported"] == 1
+    assert result["imported"] == 2
     reasons = {s["index"]: s["reason"] for s in result["skipped"]}
     assert sorted(reasons) == [1, 2, 3, 4]
+    # Unusable or repeated ids are replaced (conversation and message ids travel in URLs).
+    odd = await user.conversation(result["conversation_ids"][1])
+    ids = [m["id"] for m in odd["messages"]]
+    assert ids[1] == "dup" and ids[0].startswith("msg_") and ids[2].startswith("msg_")
+    assert [m["content"] for m in odd["messages"]] == ["a", "b", "c"]
+    assert odd["id"].startswith("conv_")
     assert "role must be one of" in reasons[1] and "message 2" in reasons[1]
     assert "'missing' is not in the conversation" in reasons[2]
     assert "NUL" in reasons[3]
-    assert await count(user) == before + 1
+    assert await count(user) == before + 2
 
 
 async def test_graphql_imports_and_exports_like_rest(user: User) -> None:
