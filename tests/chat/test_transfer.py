@@ -221,3 +221,27 @@ async def test_import_limits(tmp_path: Path, fakes: FakeThread) -> None:
             assert limited.status_code == 422  # 5 conversations, 4 allowed
             assert "at most 4" in limited.text
             assert await count(user) == 0
+
+
+async def test_a_file_above_the_request_body_limit_imports(user: User) -> None:
+    """MAX_BODY_BYTES (1 MB) bounds other requests; an import may be up to MAX_IMPORT_MB."""
+    doc = []
+    for c in range(60):
+        mapping: dict[str, Any] = {"root": {"id": "root", "message": None, "parent": None,
+                                            "children": []}}
+        parent = "root"
+        for i in range(40):
+            node = f"n{c}-{i}"
+            mapping[node] = {"id": node, "parent": parent, "children": [], "message": {
+                "id": node, "author": {"role": ("user", "assistant")[i % 2]},
+                "create_time": 1.7e9 + i, "recipient": "all",
+                "content": {"content_type": "text", "parts": [f"{c}/{i} " + "word " * 80]}}}
+            mapping[parent]["children"].append(node)
+            parent = node
+        doc.append({"title": f"Big {c}", "mapping": mapping, "current_node": parent})
+    raw = json.dumps(doc).encode()
+    assert len(raw) > 1_100_000
+    result = (await import_file(user, raw)).json()
+    assert result["imported"] == 60 and result["skipped"] == []
+    last = await user.conversation(result["conversation_ids"][-1])
+    assert len(last["messages"]) == 40 and last["messages"][-1]["content"].startswith("59/39 ")
