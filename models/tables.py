@@ -67,7 +67,10 @@ class Message(SQLModel, table=True):
     """
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_position", "conversation_pk", "position"),)
+    __table_args__ = (
+        # Unique: a parent is named by its position.
+        Index("ix_messages_conversation_position", "conversation_pk", "position", unique=True),
+    )
 
     pk: int | None = Field(default=None, primary_key=True)
     conversation_pk: str = Field(

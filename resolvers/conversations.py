@@ -8,8 +8,10 @@ derived data (the search index) is kept in step with the conversation.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import heapq
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -394,6 +396,9 @@ class Under:
     message_id: str | None
 
 
+APPEND_ATTEMPTS = 12  # each round of a race has a winner: enough for a dozen racing appends
+
+
 async def append_messages(
     session: AsyncSession, actor: User, *, conversation_id: str, messages: list[MessageInput],
     under: Under | None = None,
@@ -408,6 +413,21 @@ async def append_messages(
         validation.bounded_text(
             message.content, field="content", limit=validation.MESSAGE_CONTENT_MAX
         )
+    for attempt in range(APPEND_ATTEMPTS):
+        try:
+            return await _append(session, actor, conversation_id, messages, under)
+        except IntegrityError:
+            # Another append took the same position meanwhile (positions are unique): read
+            # the tree again and go on from its new end.
+            await session.rollback()
+            if attempt == APPEND_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+    raise AssertionError("unreachable")
+
+
+async def _append(session: AsyncSession, actor: User, conversation_id: str,
+                  messages: list[MessageInput], under: Under | None) -> list[Message]:
     conversation = await _owned(session, actor, conversation_id)
     nodes = await structure(session, conversation.pk)
     active = [node.position for node in nodes if node.active]
