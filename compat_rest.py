@@ -113,6 +113,11 @@ class MessageOut(BaseModel):
     tokens: int | None = None
     model: str | None = None
     status: str | None = None
+    parentId: str | None = None
+    siblingIds: list[str] = Field(default_factory=list, description=(
+        "The alternatives of this message (edits, regenerated replies), itself included, "
+        "oldest first"))
+    active: bool | None = Field(None, description="Only with ?tree=true: on the active path")
 
 
 class ConversationOut(BaseModel):
@@ -171,6 +176,7 @@ class ChatOut(BaseModel):
     model: str
     request_id: str
     finish_reason: str
+    message_id: str | None = None
 
 
 class ModelOut(BaseModel):
@@ -187,7 +193,7 @@ class StopOut(BaseModel):
 # ---------------------------------------------------------------- shaping
 
 
-def message_json(row: conversations.MessageView) -> dict[str, Any]:
+def message_json(row: conversations.MessageView, *, whole_tree: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {"id": row.id, "content": row.content, "role": row.role,
                             "timestamp": row.timestamp}
     # Extra fields only where they mean something (assistant replies).
@@ -197,15 +203,19 @@ def message_json(row: conversations.MessageView) -> dict[str, Any]:
         data["model"] = row.model
     if row.status is not None:
         data["status"] = row.status
+    data["parentId"] = row.parent_id
+    data["siblingIds"] = row.sibling_ids
+    if whole_tree:
+        data["active"] = row.active
     return data
 
 
-def conversation_json(row: ConversationRow,
-                      messages: list[conversations.MessageView]) -> dict[str, Any]:
+def conversation_json(row: ConversationRow, messages: list[conversations.MessageView], *,
+                      whole_tree: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": row.id,
         "title": row.title,
-        "messages": [message_json(message) for message in messages],
+        "messages": [message_json(message, whole_tree=whole_tree) for message in messages],
         "createdAt": row.created_at,
         "updatedAt": row.updated_at,
         "model": row.model,
@@ -449,19 +459,27 @@ async def create_conversation(body: ConversationIn, session: SessionDep,
 
 @router.get("/api/conversations/{conversation_id}", tags=["conversations"],
             response_model=ConversationOut, responses={404: {"description": "Not found"}})
-async def get_conversation(conversation_id: str, session: SessionDep,
-                           user: UserDep) -> JSONResponse:
-    stored = await conversations.get(session, user, conversation_id=conversation_id)
-    return JSONResponse(conversation_json(stored.conversation, stored.messages))
+async def get_conversation(conversation_id: str, session: SessionDep, user: UserDep,
+                           tree: bool = False) -> JSONResponse:
+    """The conversation: `messages` is its active path, or with `?tree=true` every message
+    (each with `parentId`, `siblingIds` and `active`)."""
+    stored = await conversations.get(session, user, conversation_id=conversation_id,
+                                     whole_tree=tree)
+    return JSONResponse(conversation_json(stored.conversation, stored.messages,
+                                          whole_tree=tree))
 
 
 @router.put("/api/conversations/{conversation_id}", tags=["conversations"],
             response_model=ConversationOut, responses={404: {"description": "Not found"}})
 async def update_conversation(conversation_id: str, body: ConversationIn, session: SessionDep,
-                              user: UserDep) -> JSONResponse:
-    """Replace the conversation (title, model, systemPrompt, messages)."""
+                              user: UserDep,
+                              branches: Literal["keep", "drop"] = "keep") -> JSONResponse:
+    """Replace the conversation (title, model, systemPrompt, messages). `messages` becomes the
+    active path: listed messages keep their alternatives, active messages left out are
+    removed, other branches are kept unless `?branches=drop`."""
     stored = await conversations.replace(session, user, conversation_id=conversation_id,
-                                         data=to_input(body, with_id=False))
+                                         data=to_input(body, with_id=False),
+                                         keep_branches=branches == "keep")
     return JSONResponse(conversation_json(stored.conversation, stored.messages))
 
 
@@ -569,12 +587,19 @@ async def post_chat(body: ChatRequest, services: ServicesDep, caller: ChatCaller
     params = chat_params(body)
     user = caller.user
     if not body.stream:
-        result = await services.chat.complete(user, params, api_key=caller.key)
-        return {"content": result.content, "tokens": result.tokens, "model": result.model,
-                "request_id": result.request_id, "finish_reason": result.finish_reason}
+        return chat_json(await services.chat.complete(user, params, api_key=caller.key))
     handle = await services.chat.start(user, params, api_key=caller.key)
     assert credentials is not None  # authenticated() refused the request otherwise
     return await event_stream(services, caller, handle.request_id, 0, credentials.credentials)
+
+
+def chat_json(result: chat.ChatResult) -> dict[str, Any]:
+    data: dict[str, Any] = {"content": result.content, "tokens": result.tokens,
+                            "model": result.model, "request_id": result.request_id,
+                            "finish_reason": result.finish_reason}
+    if result.message_id is not None:
+        data["message_id"] = result.message_id
+    return data
 
 
 @router.get("/api/chat/{request_id}/events", tags=["chat"], responses={

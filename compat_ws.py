@@ -14,6 +14,11 @@ interleave, each event carrying its `request_id` and `seq`.
     → {"type":"typing"}                       (the user's other sockets in that conversation
                                                get {"type":"user_typing",…}; a socket in no
                                                conversation reaches the others in none)
+    ← {"type":"conversation_updated","conversation_id":…,"title":…}   (a generated title, on
+                                               every socket of the owner)
+    → {"type":"regenerate","conversation_id":"c","message_id":"m","request_id":"r2"}
+    → {"type":"edit","conversation_id":"c","message_id":"m","content":"…"}  (both stream like
+                                               chat; options: model, temperature, max_tokens)
 Close codes: 4401 unauthenticated (timeout, bad or expired token, logout everywhere, account
 deleted), 4403 the token belongs to another user than the path's, 1013 the database is down
 while authenticating (try again later).
@@ -32,7 +37,7 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from models import User
-from resolvers import chat, live, presence, validation
+from resolvers import branches, chat, live, presence, titles, validation
 from resolvers.chat.events import ReplyEvent
 from resolvers.kit.clock import now_ms
 from resolvers.kit.errors import AppError, BadInput, Forbidden, ProviderTimeout, Unavailable
@@ -47,7 +52,7 @@ CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: the database is down while au
 MAX_CONVERSATIONS = 100
 MAX_READERS = 32
 # Served after authentication, each by `Connection.on_<type>`.
-MESSAGE_TYPES = frozenset({"chat", "stop", "resume", "join", "typing"})
+MESSAGE_TYPES = frozenset({"chat", "stop", "resume", "join", "typing", "regenerate", "edit"})
 
 router = APIRouter()
 
@@ -138,6 +143,20 @@ def parse_message(raw: str | bytes) -> dict[str, Any]:
     return data
 
 
+def _branch_fields(data: dict[str, Any]) -> tuple[str, str, branches.ReplyOptions]:
+    """A `regenerate` or `edit` message → its target and chat options (types checked here,
+    values by resolvers/)."""
+    conversation_id = _field(data, "conversation_id", str)
+    message_id = _field(data, "message_id", str)
+    if conversation_id is None or message_id is None:
+        raise BadInput("needs a conversation_id and a message_id", field="message_id")
+    return conversation_id, message_id, branches.ReplyOptions(
+        model=_field(data, "model", str),
+        temperature=float(_field(data, "temperature", (int, float), chat.DEFAULT_TEMPERATURE)),
+        max_tokens=_field(data, "max_tokens", int, chat.DEFAULT_MAX_TOKENS),
+        request_id=_field(data, "request_id", str))
+
+
 class Connection:
     """One /ws/{user_id} socket."""
 
@@ -152,6 +171,8 @@ class Connection:
         # While the socket has named no conversation: the guide's bare typing of the user's
         # other sockets that named none either.
         self.bare_typing: asyncio.Task[None] | None = None
+        # The user's conversation updates (generated titles), from authentication on.
+        self.updates: asyncio.Task[None] | None = None
         self.pending_joins: list[str] = []  # named before authentication
         self.readers: set[asyncio.Task[None]] = set()
         self.live: live.LiveSocket | None = None
@@ -197,6 +218,8 @@ class Connection:
                 tasks = [deadline, *self.readers, *self.conversations.values()]
                 if self.bare_typing is not None:
                     tasks.append(self.bare_typing)
+                if self.updates is not None:
+                    tasks.append(self.updates)
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -235,7 +258,18 @@ class Connection:
                 await self.send(error(error_code(exc), exc.message))
         if first and not self.conversations:
             await self._listen_bare_typing(user)
+        if first:
+            subscription = titles.subscribe_updates(self.services.broker, user)
+            await subscription.ready()  # live before auth_ok: no title is missed after it
+            self.updates = asyncio.create_task(self._forward_updates(subscription))
         return True
+
+    async def _forward_updates(self, subscription: Any) -> None:
+        try:
+            async for event in titles.updates(subscription):
+                await self.send(event.to_wire())
+        finally:
+            await subscription.aclose()
 
     async def receive_loop(self) -> None:
         limit = self.settings.ws_max_message_bytes
@@ -292,6 +326,33 @@ class Connection:
         assert self.live is not None
         self.live.require("chat")  # a socket opened with an API key needs its chat scope
         params = chat_params(data)
+        if len(self.readers) >= MAX_READERS:
+            raise BadInput(f"At most {MAX_READERS} replies at a time on one connection")
+        handle = await self.services.chat.start(user, params, api_key=self.live.key)
+        if params.conversation_id is not None:
+            await self.join(params.conversation_id)
+        self._read(user, handle.request_id, after=0)
+
+    async def on_regenerate(self, user: User, data: dict[str, Any]) -> None:
+        conversation_id, message_id, options = _branch_fields(data)
+        params = await branches.regenerate_request(
+            self.services.db, user, conversation_id=conversation_id, message_id=message_id,
+            options=options)
+        await self._start(user, params)
+
+    async def on_edit(self, user: User, data: dict[str, Any]) -> None:
+        conversation_id, message_id, options = _branch_fields(data)
+        content = _field(data, "content", str)
+        if content is None:
+            raise BadInput("edit needs the new content", field="content")
+        params = await branches.edit_request(
+            self.services.db, user, conversation_id=conversation_id, message_id=message_id,
+            content=content, options=options)
+        await self._start(user, params)
+
+    async def _start(self, user: User, params: chat.ChatParams) -> None:
+        assert self.live is not None
+        self.live.require("chat")  # a socket opened with an API key needs its chat scope
         if len(self.readers) >= MAX_READERS:
             raise BadInput(f"At most {MAX_READERS} replies at a time on one connection")
         handle = await self.services.chat.start(user, params, api_key=self.live.key)

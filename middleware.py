@@ -104,16 +104,19 @@ class BodyLimit:
     Whatever the app was doing with the body, the client gets the 413 and the server goes on.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int,
+                 larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Paths allowed more than max_bytes (POST /api/import: MAX_IMPORT_MB).
+        self.larger = larger or {}
 
-    def _detail(self) -> str:
-        return f"Request body too large (limit {self.max_bytes} bytes)"
+    def _detail(self, limit: int) -> str:
+        return f"Request body too large (limit {limit} bytes)"
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         metrics.BODY_TOO_LARGE.inc()
-        body = json.dumps({"detail": self._detail()}).encode()
+        body = json.dumps({"detail": self._detail(limit)}).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -124,14 +127,15 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope.get("path", ""), self.max_bytes)
         length = _header(scope, b"content-length")
         if length is not None:
             try:
                 declared = int(length)
             except ValueError:
                 declared = -1
-            if declared > self.max_bytes:
-                await self._refuse(send)
+            if declared > limit:
+                await self._refuse(send, limit)
                 return
 
         received = 0
@@ -141,13 +145,13 @@ class BodyLimit:
         async def limited_receive() -> Message:
             nonlocal received, exceeded
             if exceeded:
-                raise BodyTooLarge(self._detail())
+                raise BodyTooLarge(self._detail(limit))
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     exceeded = True
-                    raise BodyTooLarge(self._detail())
+                    raise BodyTooLarge(self._detail(limit))
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -167,10 +171,10 @@ class BodyLimit:
                 raise
             log.debug("the app failed reading an oversized body", exc_info=True)
         if exceeded and not started:
-            await self._refuse(send)
+            await self._refuse(send, limit)
 
 
-def install(app: Any, *, max_body_bytes: int) -> None:
+def install(app: Any, *, max_body_bytes: int, larger: dict[str, int] | None = None) -> None:
     """Add both middlewares (Starlette runs the last added outermost)."""
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, larger=larger)
     app.add_middleware(RequestContext)

@@ -20,10 +20,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
+import compat_branches
 import compat_identity
 import compat_keys
 import compat_openai
 import compat_rest
+import compat_transfer
 import compat_ws
 import explorers
 import middleware
@@ -145,11 +147,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
     )
     # Outermost: request ids and HTTP metrics, then the body limit (413 before any parsing).
-    middleware.install(app, max_body_bytes=settings.max_body_bytes)
+    middleware.install(app, max_body_bytes=settings.max_body_bytes,
+                       larger={compat_transfer.IMPORT_PATH: compat_transfer.import_limit(settings)})
     compat_rest.install(app)
     compat_identity.install(app)
     compat_keys.install(app)
     compat_openai.install(app)
+    compat_branches.install(app)
+    compat_transfer.install(app)
     compat_ws.install(app)
     explorers.install(app)
     schema = build_schema(limits=Limits.from_settings(settings))

@@ -20,6 +20,7 @@ from resolvers.llm.base import Provider
 from resolvers.llm.registry import LLMConfig, ProviderRegistry
 from resolvers.services import Services
 from resolvers.sso import SignOn
+from resolvers.titles import Titles
 
 log = logging.getLogger("chat_studio.server")
 
@@ -62,7 +63,9 @@ async def running_services(
                 billing=Billing(
                     prices=PriceTable.load(settings.model_prices or None),
                     default_monthly_budget_micros=to_micros(
-                        settings.default_monthly_budget_usd)))
+                        settings.default_monthly_budget_usd)),
+                titles=Titles(db=db, broker=broker, registry=registry,
+                              model=settings.title_model, enabled=settings.auto_title))
     sign_on = SignOn(settings)
     try:
         await upgrade(db.engine)

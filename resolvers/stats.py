@@ -32,7 +32,8 @@ async def for_user(session: AsyncSession, actor: User) -> Stats:
             select(func.count())
             .select_from(Message)
             .join(Conversation, col(Conversation.pk) == col(Message.conversation_pk))
-            .where(Conversation.user_id == actor.id)
+            # The messages the conversations show (their active paths), not other branches.
+            .where(Conversation.user_id == actor.id, col(Message.active))
         )
     ).one()
     tokens = (

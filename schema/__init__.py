@@ -14,6 +14,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from schema.branches import BranchMutation, BranchSubscription
 from schema.chat import ChatMutation, ChatQuery
 from schema.errors import ErrorCodes
 from schema.identity import IdentityMutation, IdentityQuery
@@ -23,7 +24,10 @@ from schema.protection import Limits
 from schema.protection import extensions as protection
 from schema.queries import Query as CoreQuery
 from schema.scalars import SCALAR_MAP
-from schema.subscriptions import GraphQLRouter, StreamErrorCodes, Subscription, TypingMutation
+from schema.subscriptions import GraphQLRouter, StreamErrorCodes, TypingMutation
+from schema.subscriptions import Subscription as CoreSubscription
+from schema.titles import TitleSubscription
+from schema.transfer import TransferMutation, TransferQuery
 
 
 class Schema(strawberry.Schema):
@@ -34,9 +38,12 @@ class Schema(strawberry.Schema):
         return None
 
 
-Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery, KeysQuery))
+Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery, KeysQuery, TransferQuery))
 Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation,
-                                    IdentityMutation, KeysMutation))
+                                    IdentityMutation, KeysMutation, BranchMutation,
+                                    TransferMutation))
+Subscription = merge_types("Subscription", (CoreSubscription, TitleSubscription,
+                                            BranchSubscription))
 
 
 def build_schema(limits: Limits | None = None, **kwargs: Any) -> Schema:

@@ -49,6 +49,15 @@ class ChatReply:
     model: str
     request_id: strawberry.ID
     finish_reason: str
+    message_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The stored reply, when the request named a conversation")
+
+
+def reply_of(result: chat.ChatResult) -> ChatReply:
+    return ChatReply(content=result.content, tokens=result.tokens, model=result.model,
+                     request_id=strawberry.ID(result.request_id),
+                     finish_reason=result.finish_reason,
+                     message_id=strawberry.ID(result.message_id) if result.message_id else None)
 
 
 def chat_params(data: ChatInput) -> chat.ChatParams:
@@ -81,11 +90,8 @@ class ChatMutation:
     async def chat(self, info: strawberry.Info, input: ChatInput) -> ChatReply:
         context = ctx(info)
         caller = await context.caller("chat")
-        result = await context.services.chat.complete(caller.user, chat_params(input),
-                                                      api_key=caller.key)
-        return ChatReply(content=result.content, tokens=result.tokens, model=result.model,
-                         request_id=strawberry.ID(result.request_id),
-                         finish_reason=result.finish_reason)
+        return reply_of(await context.services.chat.complete(caller.user, chat_params(input),
+                                                              api_key=caller.key))
 
     @strawberry.mutation(description="Stop a reply of yours; what was generated is kept.")
     async def stop_chat(self, info: strawberry.Info, request_id: strawberry.ID) -> bool:

@@ -87,7 +87,8 @@ class Context(BaseContext):
 
     async def _load_messages(self, keys: Sequence[str]) -> list[list[MessageView]]:
         async with self.session() as session:
-            grouped = await conversations.messages_for(session, keys)
+            # Every branch: a message's siblings and parent may be off the active path.
+            grouped = await conversations.messages_for(session, keys, whole_tree=True)
         return [grouped.get(key, []) for key in keys]
 
 

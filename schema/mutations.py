@@ -100,19 +100,25 @@ class Mutation:
                 session, await context.actor(),
                 data=to_operation_input(input, with_id=True),
             )
-        return Conversation.from_model(stored.conversation, stored.messages)
+        # Messages through the loader: the whole tree, for parent and siblings.
+        return Conversation.from_model(stored.conversation)
 
-    @strawberry.mutation(description="Replace title, model, system prompt and messages.")
+    @strawberry.mutation(description="Replace title, model, system prompt and messages. "
+                         "`messages` becomes the active path: listed messages keep their "
+                         "alternatives, active ones left out are removed, other branches are "
+                         "kept unless keepBranches is false.")
     async def update_conversation(
-        self, info: strawberry.Info, id: strawberry.ID, input: ConversationInput
+        self, info: strawberry.Info, id: strawberry.ID, input: ConversationInput,
+        keep_branches: bool = True,
     ) -> Conversation:
         context = ctx(info)
         async with context.session() as session:
             stored = await conversations.replace(
                 session, await context.actor(), conversation_id=str(id),
-                data=to_operation_input(input, with_id=False),
+                data=to_operation_input(input, with_id=False), keep_branches=keep_branches,
             )
-        return Conversation.from_model(stored.conversation, stored.messages)
+        # Messages through the loader: the whole tree, for parent and siblings.
+        return Conversation.from_model(stored.conversation)
 
     @strawberry.mutation
     async def delete_conversation(self, info: strawberry.Info, id: strawberry.ID) -> bool:

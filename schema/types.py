@@ -55,12 +55,40 @@ class Message:
     status: str | None = strawberry.field(
         default=None, description="For server-generated replies: complete, stopped or error"
     )
+    parent_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The message this one follows; null for a first message")
+    sibling_ids: list[strawberry.ID] = strawberry.field(
+        default_factory=list, description="Its alternatives (edits, regenerated replies), "
+        "itself included, oldest first; switch with switchBranch")
+    active: bool = strawberry.field(default=True, description="On the active path")
+    # The conversation's whole tree by position (parent and siblings are read from it).
+    _tree: strawberry.Private[dict[int, MessageView] | None] = None
+    _row: strawberry.Private[MessageView | None] = None
+
+    @strawberry.field(description="The message this one follows (null for a first message).")
+    def parent(self) -> Message | None:
+        if self._row is None or self._tree is None or self._row.parent_position is None:
+            return None
+        row = self._tree.get(self._row.parent_position)
+        return Message.from_model(row, self._tree) if row is not None else None
+
+    @strawberry.field(description="Its alternatives, itself included, oldest first.")
+    def siblings(self) -> list[Message]:
+        if self._row is None or self._tree is None:
+            return [self]
+        parent = self._row.parent_position
+        return [Message.from_model(row, self._tree) for row in self._tree.values()
+                if row.parent_position == parent]
 
     @classmethod
-    def from_model(cls, row: MessageView) -> Message:
+    def from_model(cls, row: MessageView,
+                   tree: dict[int, MessageView] | None = None) -> Message:
         return cls(id=strawberry.ID(row.id), content=row.content, role=Role(row.role),
                    timestamp=Timestamp(row.timestamp), tokens=row.tokens, model=row.model,
-                   status=row.status)
+                   status=row.status,
+                   parent_id=strawberry.ID(row.parent_id) if row.parent_id else None,
+                   sibling_ids=[strawberry.ID(i) for i in row.sibling_ids],
+                   active=row.active, _tree=tree, _row=row)
 
 
 @strawberry.type
@@ -75,12 +103,15 @@ class Conversation:
     _pk: strawberry.Private[str]
     _messages: strawberry.Private[list[MessageView] | None] = None
 
-    @strawberry.field(description="Messages in order; batched across conversations.")
-    async def messages(self, info: strawberry.Info) -> list[Message]:
+    @strawberry.field(description="The active path in order (what the guide's clients show), "
+                      "or with tree: true every message, parents first; batched across "
+                      "conversations.")
+    async def messages(self, info: strawberry.Info, tree: bool = False) -> list[Message]:
         rows = self._messages
         if rows is None:
             rows = await info.context.loaders.messages.load(self._pk)
-        return [Message.from_model(row) for row in rows]
+        by_position = {row.position: row for row in rows}
+        return [Message.from_model(row, by_position) for row in rows if tree or row.active]
 
     @classmethod
     def from_model(cls, row: ConversationRow,

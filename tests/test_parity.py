@@ -395,3 +395,83 @@ async def test_no_face_lets_another_user_near_a_conversation_or_reply(
     # The intruder's attempts left nothing of theirs either.
     assert (await http.get("/api/conversations", headers=intruder)).json() == []
     assert (await http.get("/api/stats", headers=intruder)).json()["total_tokens"] == 0
+
+
+# ================================================================ branches (issue 13)
+
+REGENERATE_STREAM = """subscription($c: ID!, $m: ID!, $o: ReplyOptionsInput) {
+  regenerateStream(conversationId: $c, messageId: $m, options: $o) {
+    __typename ... on ChatChunk { content } ... on ChatComplete { messageId } } }"""
+REGENERATE = """mutation($c: ID!, $m: ID!, $o: ReplyOptionsInput) {
+  regenerateMessage(conversationId: $c, messageId: $m, options: $o) { content messageId } }"""
+
+
+async def regenerate_through(face: str, server: LiveServer, http: httpx.AsyncClient,
+                             token: str, conversation_id: str, message_id: str) -> str:
+    """Regenerate a reply through `face` with max_tokens 99; the new reply's text."""
+    url = f"/api/conversations/{conversation_id}/messages/{message_id}/regenerate"
+    if face == "rest":
+        response = await http.post(url, json={"max_tokens": 99}, headers=bearer(token))
+        assert response.status_code == 200, response.text
+        return str(response.json()["content"])
+    if face == "sse":
+        async with http.stream("POST", url, json={"max_tokens": 99, "stream": True},
+                               headers=bearer(token)) as response:
+            events = [event.data for event in await read_all(response)]
+        assert events[-1]["type"] == "chat_complete"
+        return "".join(e.get("content", "") for e in events)
+    if face == "ws":
+        uid = await user_id(http, token)
+        async with connect(f"{server.ws_url}/ws/{uid}?token={token}") as ws:
+            await ws.send(json.dumps({"type": "regenerate", "conversation_id": conversation_id,
+                                      "message_id": message_id, "max_tokens": 99,
+                                      "request_id": "regen"}))
+            events = await reply(ws, "regen")
+        assert events[-1]["type"] == "chat_complete"
+        return "".join(e.get("content", "") for e in events)
+    variables = {"c": conversation_id, "m": message_id, "o": {"maxTokens": 99}}
+    if face == "graphql":
+        return str((await data_of(http, REGENERATE, variables, token))
+                   ["regenerateMessage"]["content"])
+    async with GraphQLWS.connect(server.ws_url, "graphql-transport-ws") as client:
+        assert (await client.init({"token": token}))["type"] == "connection_ack"
+        await client.subscribe("1", REGENERATE_STREAM, variables)
+        events = await client.collect("1", "regenerateStream")
+    assert events[-1]["__typename"] == "ChatComplete"
+    return "".join(e.get("content", "") for e in events)
+
+
+async def test_regenerate_gives_the_same_reply_and_the_same_tree_on_every_face(
+        chat_server: LiveServer, http: httpx.AsyncClient, fake_llm: FakeOpenAI) -> None:
+    results: dict[str, dict[str, Any]] = {}
+    for face in FACES:
+        token, _uid = await new_account(http)
+        await create_conversation(http, token, "conv_branch")
+        first = (await http.post("/api/chat", headers=bearer(token), json={
+            "messages": HISTORY, "conversation_id": "conv_branch"})).json()
+        fake_llm.chunks = ["Salut"]
+        content = await regenerate_through(face, chat_server, http, token, "conv_branch",
+                                           first["message_id"])
+        fake_llm.chunks = list(CHUNKS)
+        sent = fake_llm.last.json
+        rest_tree = (await http.get("/api/conversations/conv_branch?tree=true",
+                                    headers=bearer(token))).json()["messages"]
+        graphql_tree = (await data_of(http, '{ conversation(id: "conv_branch") { messages('
+                                            'tree: true) { role content active siblingIds } } }',
+                                      token=token))["conversation"]["messages"]
+        results[face] = {
+            "reply": content,
+            "sent": (sent["messages"], sent["max_tokens"]),
+            "tree": [(m["role"], m["content"], m["active"], len(m["siblingIds"]))
+                     for m in rest_tree],
+            "graphql_tree": [(m["role"], m["content"], m["active"], len(m["siblingIds"]))
+                             for m in graphql_tree],
+        }
+    for face in FACES:
+        assert results[face] == results["rest"], face
+    assert results["rest"]["reply"] == "Salut"
+    # The model saw the history up to the question, not the reply being replaced.
+    assert results["rest"]["sent"] == (HISTORY[1:], 99)
+    assert results["rest"]["tree"] == results["rest"]["graphql_tree"] == [
+        ("user", "Hi 你好", True, 1), ("assistant", "".join(CHUNKS), False, 2),
+        ("assistant", "Salut", True, 2)]

@@ -25,7 +25,9 @@ def test_snapshot_holds_the_contract_operations() -> None:
                       "login(input: LoginInput!): AuthPayload!",
                       "refreshToken(refreshToken: String!): AuthPayload!",
                       "createConversation(input: ConversationInput!): Conversation!",
-                      "updateConversation(id: ID!, input: ConversationInput!): Conversation!",
+                      # keepBranches (issue 13) is optional: old documents run unchanged.
+                      "updateConversation(id: ID!, input: ConversationInput!, "
+                      "keepBranches: Boolean! = true): Conversation!",
                       "deleteConversation(id: ID!): Boolean!"):
         assert operation in text, operation
     assert "conversations(first: Int! = 50, after: String = null): ConversationConnection!" in text

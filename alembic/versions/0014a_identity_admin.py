@@ -111,12 +111,9 @@ def downgrade() -> None:
     with op.batch_alter_table('recovery_codes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_recovery_codes_user_id'))
     op.drop_table('recovery_codes')
-    # SQLite cannot drop a column without recreating the table, which (foreign keys on)
-    # cascades to every user's rows: downgrade a SQLite database with foreign keys off.
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.drop_column('totp_last_step')
-        batch_op.drop_column('totp_enabled')
-        batch_op.drop_column('totp_secret')
-        batch_op.drop_column('allowed_models')
-        batch_op.drop_column('active')
-        batch_op.drop_column('role')
+    # Plain ALTER TABLE DROP COLUMN (SQLite ≥ 3.35, PostgreSQL), never a batch "recreate" of
+    # users: on SQLite a recreate drops the old table, and with foreign keys on that cascades
+    # to every conversation, message and token of every user.
+    for column in ("totp_last_step", "totp_enabled", "totp_secret", "allowed_models", "active",
+                   "role"):
+        op.execute(f"ALTER TABLE users DROP COLUMN {column}")

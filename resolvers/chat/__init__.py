@@ -50,6 +50,7 @@ from resolvers.chat.params import (
     DEFAULT_TEMPERATURE,
     MAX_TOKENS_RANGE,
     TEMPERATURE_RANGE,
+    Branch,
     ChatMessageInput,
     ChatParams,
     validated,
@@ -82,11 +83,12 @@ from resolvers.llm.base import (
     ToolCall,
 )
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
+from resolvers.titles import Titles
 
 __all__ = [
     "DEFAULT_MAX_TOKENS", "DEFAULT_TEMPERATURE", "INTERRUPTED", "MAX_TOKENS_RANGE",
-    "TEMPERATURE_RANGE", "Chat", "ChatMessageInput", "ChatParams", "ChatResult", "ReplyHandle",
-    "ReplyInterrupted", "error_of", "reply_key", "until_revoked",
+    "TEMPERATURE_RANGE", "Branch", "Chat", "ChatMessageInput", "ChatParams", "ChatResult",
+    "ReplyHandle", "ReplyInterrupted", "error_of", "reply_key", "until_revoked",
 ]
 
 log = logging.getLogger("chat_studio.chat")
@@ -108,6 +110,7 @@ class ChatResult:
     finish_reason: str
     prompt_tokens: int = 0
     tool_calls: list[ToolCall] = field(default_factory=list)
+    message_id: str | None = None  # the stored reply, when the request named a conversation
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +252,8 @@ class Chat:
     def _lease_check_seconds(self) -> float:
         # Renewals and readers' checks, each a few times per lease.
         return self.lease_seconds / 4
+    # Titles conversations after their first reply (AUTO_TITLE); built by assembly.py.
+    titles: Titles | None = None
 
     async def models(self) -> list[ModelInfo]:
         return await self.registry.list_models()
@@ -348,21 +353,28 @@ class Chat:
         except BaseException:
             await billing.release(self.db, reservation)
             raise
-        if params.conversation_id is not None:
-            # The user's message is kept before generation starts: never lost, even if the
-            # provider fails or the server stops mid-reply.
-            newest = params.messages[-1]
-            try:
+        reply_parent: str | None = None  # the stored message the reply answers
+        branch = params.branch
+        try:
+            if params.conversation_id is not None and branch is not None \
+                    and not branch.store_newest:
+                reply_parent = branch.parent_id  # regenerate: the question is stored already
+            elif params.conversation_id is not None:
+                # The user's message is kept before generation starts: never lost, even if
+                # the provider fails or the server stops mid-reply.
+                newest = params.messages[-1]
                 async with self.db.session() as session:
-                    await conversations.append_messages(
+                    stored = await conversations.append_messages(
                         session, actor, conversation_id=params.conversation_id,
                         messages=[conversations.MessageInput(
                             content=newest.content, role=cast(Role, newest.role),
                             id=newest.id, timestamp=newest.timestamp)],
+                        under=conversations.Under(branch.parent_id) if branch else None,
                     )
-            except BaseException:
-                await billing.release(self.db, reservation)
-                raise
+                reply_parent = stored[-1].id
+        except BaseException:
+            await billing.release(self.db, reservation)
+            raise
         request = GenerationRequest(model=model, messages=history,
                                     temperature=params.temperature, max_tokens=params.max_tokens,
                                     top_p=params.top_p, stop=params.stop,
@@ -370,7 +382,7 @@ class Chat:
         running = _Running(stop=StopSignal())
         task = asyncio.create_task(
             self._generate(actor, key, request_id, provider, request, running, params,
-                           _Bill(price, reservation)),
+                           _Bill(price, reservation), reply_parent),
             name=f"reply {key}",
         )
         running.task = task
@@ -381,7 +393,8 @@ class Chat:
 
     async def _generate(self, actor: User, key: str, request_id: str, provider: Provider,
                         request: GenerationRequest, running: _Running,
-                        params: ChatParams, bill: _Bill) -> None:
+                        params: ChatParams, bill: _Bill,
+                        reply_parent: str | None = None) -> None:
         stop = running.stop
         parts: list[str] = []
         status, finish_reason = ERROR, "error"
@@ -456,12 +469,16 @@ class Chat:
                 message_id = await self._store(
                     actor, params, content=content, model=request.model, status=status,
                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                    request_id=request_id, bill=bill)
+                    request_id=request_id, bill=bill, reply_parent=reply_parent)
                 terminal = dataclasses.replace(
                     terminal, message_id=message_id,
                     elapsed_ms=round((time.perf_counter() - started) * 1000))
                 with contextlib.suppress(Exception):
                     await self.broker.reply_append(key, terminal.to_log(), terminal=True)
+                # After the terminal event: a title never delays the reply.
+                if self.titles is not None and params.conversation_id is not None \
+                        and message_id is not None and status == COMPLETE:
+                    self.titles.after_reply(actor, params.conversation_id, request.model)
 
     async def _watch_stop(self, key: str, user_id: str, running: _Running) -> None:
         # Stops may be asked on any worker: they arrive over the broker. So does the
@@ -577,7 +594,8 @@ class Chat:
 
     async def _store(self, actor: User, params: ChatParams, *, content: str, model: str,
                      status: str, prompt_tokens: int, completion_tokens: int,
-                     request_id: str, bill: _Bill | None) -> str | None:
+                     request_id: str, bill: _Bill | None,
+                     reply_parent: str | None = None) -> str | None:
         """Keep the reply, its usage and cost (settling its budget reservation). Failures
         here are logged, never raised: the client still gets its terminal event.
         `bill` None: a reply closed for a dead worker, whose reservation lives in the dead
@@ -598,6 +616,8 @@ class Chat:
                         messages=[conversations.MessageInput(
                             content=content, role="assistant", tokens=completion_tokens,
                             model=model, status=status)],
+                        # Under the message it answers, wherever the active path is now.
+                        under=conversations.Under(reply_parent) if reply_parent else None,
                     )
                     message_id = stored[0].id if stored else None
         except Exception:
@@ -690,7 +710,8 @@ class Chat:
                     return ChatResult(content="".join(parts), tokens=event.tokens,
                                       model=event.model, request_id=handle.request_id,
                                       finish_reason=event.finish_reason,
-                                      prompt_tokens=event.prompt_tokens, tool_calls=calls)
+                                      prompt_tokens=event.prompt_tokens, tool_calls=calls,
+                                      message_id=event.message_id)
                 case ChatError():
                     raise error_of(event)
         raise AppError("The reply ended without a result")
@@ -734,4 +755,6 @@ class Chat:
         await self.drain(0)
         if self._closing:  # lapsed replies being closed: let them store and end
             await asyncio.wait(list(self._closing.values()), timeout=5)
+        if self.titles is not None:
+            await self.titles.aclose()
         await self.registry.aclose()

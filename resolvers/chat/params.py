@@ -46,6 +46,16 @@ class ChatMessageInput:
     tool_call_id: str | None = None  # role "tool": the call this is the result of
 
 
+@dataclass(slots=True, frozen=True)
+class Branch:
+    """Where a reply goes in the conversation's tree. Set by resolvers/branches.py (edit and
+    regenerate), never parsed from a client: faces leave it None (the reply continues the
+    active path)."""
+
+    parent_id: str | None  # the message the new one follows (None: a new first message)
+    store_newest: bool  # edit: store the newest (edited) message there; regenerate: it is
+
+
 @dataclass(slots=True)
 class ChatParams:
     messages: list[ChatMessageInput]
@@ -61,6 +71,7 @@ class ChatParams:
     # client runs them (OpenAI's tools, passed through: /v1 only, so far).
     tools: tuple[Tool, ...] = ()
     tool_choice: str | None = None  # "auto" | "none" | "required" | a tool's name
+    branch: Branch | None = None
 
 
 def _check_tool_name(name: str, field: str) -> None:

@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     # SHUTDOWN_GRACE_SECONDS and ~10 s for the rest of the shutdown.
     shutdown_drain_seconds: float = Field(20.0, ge=0.0, le=600.0)
 
+    # --- conversations: titles, export/import ---
+    auto_title: bool = True  # title a conversation after its first reply
+    title_model: str = ""  # empty: the embedded model if enabled, else the reply's model
+    max_import_mb: float = Field(50.0, gt=0)  # POST /api/import bodies (JSON or a file)
+    import_max_conversations: int = Field(10_000, ge=1)  # per import
+
     # --- real-time (WebSocket /ws/{user_id} and GraphQL subscriptions) ---
     ws_auth_timeout_seconds: float = Field(30.0, gt=0)  # unauthenticated /ws sockets: 4401
     ws_max_message_bytes: int = Field(64 * 1024, ge=1024)  # larger /ws frames: an error

@@ -42,7 +42,7 @@ async def test_upgrade_deduplicates_message_ids_of_a_populated_database(fresh_ur
             {"c": "p2", "pos": 1, "id": "b", "role": "user", "content": "x", "ts": 10},
         ])
 
-        await upgrade(db.engine)
+        await upgrade(db.engine, "0002")  # the migration under test; later ones follow below
 
         async with db.engine.connect() as conn:
             rows = (await conn.execute(text(
@@ -64,5 +64,11 @@ async def test_upgrade_deduplicates_message_ids_of_a_populated_database(fresh_ur
         with pytest.raises(IntegrityError):
             await _insert(db, message, [
                 {"c": "p2", "pos": 2, "id": "a", "role": "user", "content": "y", "ts": 1}])
+
+        # The rest of the chain applies to the deduplicated data and keeps every message.
+        await upgrade(db.engine)
+        async with db.engine.connect() as conn:
+            after = (await conn.execute(text("SELECT id FROM messages"))).all()
+        assert sorted(r.id for r in after) == sorted(r.id for r in rows)
     finally:
         await db.dispose()

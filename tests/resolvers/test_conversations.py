@@ -257,7 +257,8 @@ async def test_a_thousand_messages_save_and_load_in_a_handful_of_statements(
     assert contents(loaded) == many
     assert len(saved) <= 5, saved
     assert len(loaded_statements) <= 3, loaded_statements
-    assert len(replaced) <= 6, replaced
+    # One more than before branches: the PUT reads the stored tree to keep other branches.
+    assert len(replaced) <= 7, replaced
     assert contents(await get(services, alice, "big")) == list(reversed(many))
 
 

@@ -129,7 +129,8 @@ async def test_put_replaces_and_keeps_created_at(client: httpx.AsyncClient,
     assert updated["title"] == "Renamed"
     assert updated["createdAt"] == created["createdAt"]
     assert updated["updatedAt"] > created["updatedAt"]
-    assert updated["messages"] == new_messages
+    # Plus the tree (branches): a first message has no parent and is its only alternative.
+    assert updated["messages"] == [{**new_messages[0], "parentId": None, "siblingIds": ["m9"]}]
     assert (await client.get("/api/conversations/conv_123", headers=alice)).json() == updated
 
 
