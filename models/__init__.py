@@ -1,5 +1,14 @@
 """SQLModel tables only (what is stored)."""
 
-from models.tables import Conversation, Message, RefreshToken, TokenUsage, User
+from models.tables import (
+    Conversation,
+    ConversationTag,
+    Message,
+    RefreshToken,
+    Share,
+    TokenUsage,
+    User,
+)
 
-__all__ = ["Conversation", "Message", "RefreshToken", "TokenUsage", "User"]
+__all__ = ["Conversation", "ConversationTag", "Message", "RefreshToken", "Share", "TokenUsage",
+           "User"]

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Conversation, Message, User
-from resolvers import validation
+from resolvers import summaries, validation
 from resolvers.kit.clock import now_ms
 from resolvers.kit.errors import Conflict, NotFound, ValidationFailed
 
@@ -202,6 +202,7 @@ async def create(
         await session.rollback()
         raise Conflict(f"Conversation {conversation.id!r} already exists") from exc
     await _insert_messages(session, _message_rows(conversation.pk, data.messages, 0, now))
+    await summaries.refresh(session, conversation)
     await session.commit()
     return ConversationWithMessages(conversation, await _load_messages(session, conversation.pk))
 
@@ -239,6 +240,7 @@ async def replace(
     session.add(conversation)
     await session.exec(delete(Message).where(col(Message.conversation_pk) == conversation.pk))
     await _insert_messages(session, _message_rows(conversation.pk, data.messages, 0, now))
+    await summaries.refresh(session, conversation)
     await session.commit()
     return ConversationWithMessages(conversation, await _load_messages(session, conversation.pk))
 
@@ -270,6 +272,8 @@ async def append_messages(
     await _insert_messages(session, rows)
     conversation.updated_at = max(now, conversation.updated_at + 1)
     session.add(conversation)
+    await session.flush()
+    await summaries.refresh(session, conversation)
     await session.commit()
     ids = [str(row["id"]) for row in rows]
     stored = await session.exec(

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from resolvers.kit.errors import Unavailable
+from resolvers.kit.textsearch import register_sqlite_functions
 
 log = logging.getLogger("chat_studio.db")
 
@@ -31,6 +32,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+    # The search index's triggers compute their text with it (resolvers/kit/textsearch.py).
+    register_sqlite_functions(dbapi_connection)
 
 
 class Database:
