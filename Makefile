@@ -30,7 +30,7 @@ pytest: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m mypy models resolvers schema compat_rest.py compat_ws.py middleware.py server.py
+	$(PY) -m mypy models resolvers schema compat_organize.py compat_rest.py compat_ws.py middleware.py server.py
 
 ## Rewrite schema.graphql from the code (tests/test_schema_snapshot.py compares them).
 schema: install

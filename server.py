@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
+import compat_organize
 import compat_rest
 import compat_ws
 import middleware
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: request ids and HTTP metrics, then the body limit (413 before any parsing).
     middleware.install(app, max_body_bytes=settings.max_body_bytes)
     compat_rest.install(app)
+    compat_organize.install(app)
     compat_ws.install(app)
     schema = build_schema(limits=Limits.from_settings(settings))
     # path= rather than prefix=: the route keeps its full template (/graphql) for metrics.

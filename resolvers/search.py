@@ -64,6 +64,7 @@ class SearchHit:
     role: str | None
     snippet: str
     timestamp: int
+    cursor: str  # where a page ending with this hit continues
 
 
 @dataclass(slots=True, frozen=True)
@@ -277,10 +278,10 @@ async def search(
         for row in rows[:limit]:
             results.append(SearchHit(conversation_id=row.id, title=row.title, message_id=None,
                                      role=None, snippet=snippet(row.title, terms),
-                                     timestamp=row.updated_at))
+                                     timestamp=row.updated_at,
+                                     cursor=_cursor("t", row.updated_at, row.pk)))
         if len(rows) > limit:
-            last = rows[limit - 1]
-            return SearchPage(results, _cursor("t", last.updated_at, last.pk))
+            return SearchPage(results, results[-1].cursor)
         after_number = -1
 
     room = limit - len(results)
@@ -295,9 +296,8 @@ async def search(
     for row in rows[:room]:
         results.append(SearchHit(conversation_id=row.conversation_id, title=row.title,
                                  message_id=row.id, role=row.role,
-                                 snippet=snippet(row.content, terms), timestamp=row.timestamp))
-    if len(rows) > room:
-        if room == 0:  # the titles filled the page exactly; messages start the next one
-            return SearchPage(results, _cursor("m", 2**63 - 1))
-        return SearchPage(results, _cursor("m", rows[room - 1].pk))
-    return SearchPage(results, None)
+                                 snippet=snippet(row.content, terms), timestamp=row.timestamp,
+                                 cursor=_cursor("m", row.pk)))
+    # More to come: a page that titles filled exactly continues after its last title (no
+    # titles are left, so the next page starts with the messages).
+    return SearchPage(results, results[-1].cursor if len(rows) > room else None)

@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext
 from schema.chat import ChatMutation, ChatQuery
 from schema.errors import ErrorCodes
 from schema.mutations import Mutation as CoreMutation
+from schema.organize import OrganizeMutation, OrganizeQuery
 from schema.protection import Limits
 from schema.protection import extensions as protection
 from schema.queries import Query as CoreQuery
@@ -32,8 +33,9 @@ class Schema(strawberry.Schema):
         return None
 
 
-Query = merge_types("Query", (CoreQuery, ChatQuery))
-Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation))
+Query = merge_types("Query", (CoreQuery, ChatQuery, OrganizeQuery))
+Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation,
+                                  OrganizeMutation))
 
 
 def build_schema(limits: Limits | None = None, **kwargs: Any) -> Schema:
