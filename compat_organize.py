@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from compat_rest import SessionDep, UserDep, summary_json
+from compat_rest import ConversationSummaryOut, SessionDep, UserDep, summary_json
 from resolvers import organize, search, sharing
 
 router = APIRouter()
@@ -92,8 +92,9 @@ def _patch_of(body: PatchBody) -> organize.ConversationPatch:
 
 
 @router.patch("/api/conversations/{conversation_id}", tags=["conversations"],
-              responses={**NOT_FOUND, 422: {"description": "A field out of its limits, or "
-                                                           "null where a value is needed"}})
+              response_model=ConversationSummaryOut,
+              responses={**NOT_FOUND, 422: {"description": "A field out of its limits, or null "
+                                                           "where a value is needed"}})
 async def patch_conversation(conversation_id: str, body: PatchBody, session: SessionDep,
                              user: UserDep) -> JSONResponse:
     """Change `title`, `model`, `systemPrompt`, `pinned`, `archived` or `tags` (the whole

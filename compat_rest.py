@@ -111,6 +111,23 @@ class ConversationOut(BaseModel):
     tags: list[str] = Field(default_factory=list)
 
 
+class ConversationSummaryOut(BaseModel):
+    """`?view=summary`: no messages; their count and the newest one's start instead."""
+
+    id: str
+    title: str
+    createdAt: int
+    updatedAt: int
+    model: str
+    systemPrompt: str | None = None
+    userId: str
+    pinned: bool
+    archived: bool
+    tags: list[str]
+    messageCount: int
+    lastMessagePreview: str | None
+
+
 class StatsOut(BaseModel):
     total_conversations: int
     total_messages: int
@@ -387,7 +404,8 @@ async def me(user: UserDep) -> dict[str, Any]:
             "created_at": as_utc(user.created_at).isoformat()}
 
 
-@router.get("/api/conversations", tags=["conversations"], response_model=list[ConversationOut],
+@router.get("/api/conversations", tags=["conversations"],
+            response_model=list[ConversationOut | ConversationSummaryOut],
             responses={200: {"headers": {"X-Next-Cursor": {
                 "description": "With `limit`: the `cursor` of the next page, when there is one",
                 "schema": {"type": "string"}}}}})

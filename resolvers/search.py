@@ -233,21 +233,22 @@ JOIN conversations c ON c.pk = m.conversation_pk
 WHERE message_search MATCH :match AND c.user_id = :user_id {after}
 ORDER BY s.rowid DESC LIMIT :limit
 """
-_PG_TITLES = """
+# The very expressions of the indexes (alembic 0013a), or PostgreSQL would not use them.
+PG_TITLE_MATCH = ("to_tsvector('simple'::regconfig, chat_search_text(c.title))"
+                  " @@ to_tsquery('simple'::regconfig, :match)")
+PG_MESSAGE_MATCH = ("to_tsvector('simple'::regconfig, chat_search_text(m.content))"
+                    " @@ to_tsquery('simple'::regconfig, :match)")
+_PG_TITLES = f"""
 SELECT c.pk, c.id, c.title, c.updated_at
 FROM conversations c
-WHERE to_tsvector('simple'::regconfig, chat_search_text(c.title))
-      @@ to_tsquery('simple'::regconfig, :match)
-  AND c.user_id = :user_id {after}
+WHERE {PG_TITLE_MATCH} AND c.user_id = :user_id {{after}}
 ORDER BY c.updated_at DESC, c.pk DESC LIMIT :limit
 """
-_PG_MESSAGES = """
+_PG_MESSAGES = f"""
 SELECT m.pk, m.id, m.role, m.content, m.timestamp, c.id AS conversation_id, c.title
 FROM messages m
 JOIN conversations c ON c.pk = m.conversation_pk
-WHERE to_tsvector('simple'::regconfig, chat_search_text(m.content))
-      @@ to_tsquery('simple'::regconfig, :match)
-  AND c.user_id = :user_id {after}
+WHERE {PG_MESSAGE_MATCH} AND c.user_id = :user_id {{after}}
 ORDER BY m.pk DESC LIMIT :limit
 """
 _TITLES_AFTER = "AND (c.updated_at < :after_at OR (c.updated_at = :after_at AND c.pk < :after_pk))"
