@@ -68,7 +68,8 @@ class OrganizedPage:
 
 
 def clean_tags(tags: Sequence[str]) -> list[str]:
-    """Trimmed, non-empty, at most TAG_MAX_CHARS each and TAGS_MAX in all; duplicates go."""
+    """Trimmed, non-empty, at most TAG_MAX_CHARS each and TAGS_MAX in all; duplicates go;
+    sorted (tags are a set: every answer lists them in the same order)."""
     cleaned: list[str] = []
     for tag in tags:
         tag = tag.strip()
@@ -80,7 +81,7 @@ def clean_tags(tags: Sequence[str]) -> list[str]:
             cleaned.append(tag)
     if len(cleaned) > TAGS_MAX:
         raise ValidationFailed(f"A conversation has at most {TAGS_MAX} tags", field="tags")
-    return cleaned
+    return sorted(cleaned)
 
 
 async def tags_for(session: AsyncSession, conversation_pks: Sequence[str]) -> dict[str, list[str]]:
@@ -92,10 +93,11 @@ async def tags_for(session: AsyncSession, conversation_pks: Sequence[str]) -> di
     rows = await session.exec(
         select(ConversationTag.conversation_pk, ConversationTag.tag)
         .where(col(ConversationTag.conversation_pk).in_(list(conversation_pks)))
-        .order_by(col(ConversationTag.conversation_pk), col(ConversationTag.tag))
     )
     for pk, tag in rows.all():
         grouped[pk].append(tag)
+    for tags in grouped.values():
+        tags.sort()  # by code point, whatever the database's collation
     return grouped
 
 

@@ -6,8 +6,8 @@ whatever code writes a message or a title (create, PUT, PATCH, delete, chat repl
 - SQLite: FTS5 tables `message_search` and `title_search` (unicode61 words, prefix indexes
   for 1-3 characters, one `owner` token per row so a search walks only the caller's rows),
   filled by triggers (alembic 0013a).
-- PostgreSQL: GIN full-text indexes over `to_tsvector('simple', chat_search_text(...))` on
-  messages.content and conversations.title.
+- PostgreSQL: GIN full-text indexes over `to_tsvector('simple', chat_search_text(...))`:
+  messages.search_vector (a stored generated column) and conversations.title (an expression).
 
 Both cut text the same way (resolvers/kit/textsearch.py): words of letters and digits, and
 every CJK character a word of its own, so "你好" is a two-word phrase found inside "我说你好".
@@ -233,11 +233,10 @@ JOIN conversations c ON c.pk = m.conversation_pk
 WHERE message_search MATCH :match AND c.user_id = :user_id {after}
 ORDER BY s.rowid DESC LIMIT :limit
 """
-# The very expressions of the indexes (alembic 0013a), or PostgreSQL would not use them.
+# The indexes' column and expression (alembic 0013a), or PostgreSQL would not use them.
 PG_TITLE_MATCH = ("to_tsvector('simple'::regconfig, chat_search_text(c.title))"
                   " @@ to_tsquery('simple'::regconfig, :match)")
-PG_MESSAGE_MATCH = ("to_tsvector('simple'::regconfig, chat_search_text(m.content))"
-                    " @@ to_tsquery('simple'::regconfig, :match)")
+PG_MESSAGE_MATCH = "m.search_vector @@ to_tsquery('simple'::regconfig, :match)"
 _PG_TITLES = f"""
 SELECT c.pk, c.id, c.title, c.updated_at
 FROM conversations c

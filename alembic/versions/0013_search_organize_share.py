@@ -108,8 +108,8 @@ SQLITE_DOWN = [
     "DROP TABLE IF EXISTS message_search",
 ]
 
-# PostgreSQL: full-text GIN indexes over an expression, kept by PostgreSQL itself in every
-# writing transaction. The 'simple' configuration (no stemming, no stop words: any language);
+# PostgreSQL: full-text GIN indexes (over a generated column for messages, an expression for
+# titles), kept by PostgreSQL itself in every writing transaction. The 'simple' configuration (no stemming, no stop words: any language);
 # the function sets every CJK character apart, as resolvers/kit/textsearch.py does for SQLite.
 PG_UP = [
     f"""CREATE FUNCTION chat_search_text(t text) RETURNS text
@@ -117,14 +117,18 @@ PG_UP = [
         AS $$ SELECT pg_catalog.regexp_replace(
                    pg_catalog.regexp_replace(t, '[^[:alnum:]]+', ' ', 'g'),
                    '([{CJK_RANGES}])', ' \\1 ', 'g') $$""",
-    """CREATE INDEX ix_messages_search ON messages
-        USING gin (to_tsvector('simple'::regconfig, chat_search_text(content)))""",
+    # Stored, so that checking a row (a phrase's recheck, a newest-first scan) reads the
+    # words instead of cutting the text again.
+    """ALTER TABLE messages ADD COLUMN search_vector tsvector GENERATED ALWAYS AS
+        (to_tsvector('simple'::regconfig, chat_search_text(content))) STORED""",
+    "CREATE INDEX ix_messages_search ON messages USING gin (search_vector)",
     """CREATE INDEX ix_conversations_search ON conversations
         USING gin (to_tsvector('simple'::regconfig, chat_search_text(title)))""",
 ]
 PG_DOWN = [
     "DROP INDEX IF EXISTS ix_conversations_search",
     "DROP INDEX IF EXISTS ix_messages_search",
+    "ALTER TABLE messages DROP COLUMN IF EXISTS search_vector",
     "DROP FUNCTION IF EXISTS chat_search_text(text)",
 ]
 

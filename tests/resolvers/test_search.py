@@ -138,7 +138,8 @@ async def test_a_deleted_account_leaves_nothing_in_the_index(services: Services,
     await create(services, alice, conv("a", "Alice's", "platypus one", "platypus two"))
     await create(services, bob, conv("b", "Bob's", "platypus three"))
     async with services.db.session() as session:
-        await (await session.connection()).execute(text("DELETE FROM users WHERE id = :id"), {"id": alice.id})
+        connection = await session.connection()
+        await connection.execute(text("DELETE FROM users WHERE id = :id"), {"id": alice.id})
         await session.commit()
     assert await hits(services, bob, "platypus") == ["b_m0"]
     if services.db.dialect == "sqlite":
@@ -146,8 +147,8 @@ async def test_a_deleted_account_leaves_nothing_in_the_index(services: Services,
             left = (await (await session.connection()).execute(text(
                 "SELECT count(*) FROM message_search WHERE message_search MATCH 'platypus'"
             ))).scalar_one()
-            titles = (await (await session.connection()).execute(text("SELECT count(*) FROM title_search_keys"))
-                      ).scalar_one()
+            titles = (await (await session.connection()).execute(
+                text("SELECT count(*) FROM title_search_keys"))).scalar_one()
         assert (left, titles) == (1, 1)
 
 
@@ -205,8 +206,8 @@ async def test_any_input_is_a_result_or_a_validation_error(services: Services,
             assert all(h.conversation_id == "c" for h in page.results)
             answered += 1
     assert answered > 100 and refused >= 3
-    for bad in ({"limit": 0}, {"limit": 51}, {"cursor": "nope"}, {"cursor": "bTotMQ"}, {"cursor": "eDox"},
-                {"cursor": "dDoxOjI="}):
+    for bad in ({"limit": 0}, {"limit": 51}, {"cursor": "nope"}, {"cursor": "bTotMQ"},
+                {"cursor": "eDox"}, {"cursor": "dDoxOjI="}):
         with pytest.raises(ValidationFailed):
             await find(services, alice, "text", **bad)
 
