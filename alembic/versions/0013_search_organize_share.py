@@ -176,8 +176,8 @@ def downgrade() -> None:
     op.drop_table("shares")
     op.drop_index("ix_conversation_tags_tag", table_name="conversation_tags")
     op.drop_table("conversation_tags")
-    with op.batch_alter_table("conversations") as batch_op:
-        batch_op.drop_column("last_message_preview")
-        batch_op.drop_column("message_count")
-        batch_op.drop_column("archived")
-        batch_op.drop_column("pinned")
+    # Plain ALTER TABLE … DROP COLUMN (SQLite ≥ 3.35), never batch mode: batch mode rebuilds
+    # the table, and dropping the old `conversations` with foreign keys on would cascade to
+    # every message.
+    for column in ("last_message_preview", "message_count", "archived", "pinned"):
+        op.execute(f"ALTER TABLE conversations DROP COLUMN {column}")
