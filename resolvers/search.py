@@ -217,19 +217,21 @@ def _decode(cursor: str) -> tuple[str, int, str]:
 
 # ---------------------------------------------------------------- the queries
 
+# CROSS JOIN makes SQLite walk the full-text index first: otherwise it may loop over the
+# user's conversations and run the MATCH once per row (measured: 9-17 ms → under 1 ms).
 _SQLITE_TITLES = """
 SELECT c.pk, c.id, c.title, c.updated_at
 FROM title_search s
-JOIN title_search_keys k ON k.id = s.rowid
-JOIN conversations c ON c.pk = k.conversation_pk
+CROSS JOIN title_search_keys k ON k.id = s.rowid
+CROSS JOIN conversations c ON c.pk = k.conversation_pk
 WHERE title_search MATCH :match AND c.user_id = :user_id {after}
 ORDER BY c.updated_at DESC, c.pk DESC LIMIT :limit
 """
 _SQLITE_MESSAGES = """
 SELECT m.pk, m.id, m.role, m.content, m.timestamp, c.id AS conversation_id, c.title
 FROM message_search s
-JOIN messages m ON m.pk = s.rowid
-JOIN conversations c ON c.pk = m.conversation_pk
+CROSS JOIN messages m ON m.pk = s.rowid
+CROSS JOIN conversations c ON c.pk = m.conversation_pk
 WHERE message_search MATCH :match AND c.user_id = :user_id {after}
 ORDER BY s.rowid DESC LIMIT :limit
 """
