@@ -129,13 +129,24 @@ def fts5_query(terms: Sequence[Term], owner: str) -> str:
 
 
 def tsquery(terms: Sequence[Term]) -> str:
-    """A to_tsquery() expression: phrases with <->, prefixes with :*, terms with &."""
+    """A to_tsquery() expression: phrases with <->, prefixes with :*, terms with &.
+
+    A phrase of Latin words also repeats its words with & — the same matches, but PostgreSQL
+    estimates a phrase like its words anywhere together (404 rows for "brown fox" at 120k
+    messages; 6 real) and then walks every message newest first instead of using the index
+    (50-500 ms). The repetition squares that estimate. CJK phrases are left alone: their
+    characters together are usually the phrase itself, and the walk is the fast plan for them.
+    """
     parts = []
     for term in terms:
         words = [f"'{word}'" for word in term.words]
         if term.prefix:
             words[-1] += ":*"
-        parts.append("(" + " <-> ".join(words) + ")")
+        part = "(" + " <-> ".join(words) + ")"
+        latin = [w for w in words if not textsearch.is_cjk(w[1])]
+        if len(words) > 1 and len(latin) > 1:
+            part = f"({part} & {' & '.join(words)})"
+        parts.append(part)
     return " & ".join(parts)
 
 
