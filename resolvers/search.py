@@ -268,14 +268,19 @@ _TITLES_AFTER = "AND (c.updated_at < :after_at OR (c.updated_at = :after_at AND 
 
 async def search(
     session: AsyncSession, actor: User, *, query: str, limit: int = LIMIT_DEFAULT,
-    cursor: str | None = None,
+    cursor: str | None = None, names: tuple[str, str, str] = ("q", "limit", "cursor"),
 ) -> SearchPage:
     """The caller's titles and messages matching `query` (syntax in the module docstring),
-    titles first, then messages newest first; `next_cursor` continues."""
+    titles first, then messages newest first; `next_cursor` continues. `names` are the face's
+    names for query, limit and cursor, for error messages."""
     if not 1 <= limit <= LIMIT_MAX:
-        raise ValidationFailed(f"limit must be between 1 and {LIMIT_MAX}", field="limit")
-    terms = parse(query)
-    kind, after_number, after_pk = _decode(cursor) if cursor else ("t", -1, "")
+        raise ValidationFailed(f"{names[1]} must be between 1 and {LIMIT_MAX}", field=names[1])
+    try:
+        terms = parse(query)
+        kind, after_number, after_pk = _decode(cursor) if cursor else ("t", -1, "")
+    except ValidationFailed as exc:
+        field = names[0] if exc.extra.get("field") == "q" else names[2]
+        raise ValidationFailed(exc.message, field=field) from exc
     sqlite = session.get_bind().dialect.name == "sqlite"
     match = fts5_query(terms, owner_token(actor.id)) if sqlite else tsquery(terms)
     connection = await session.connection()

@@ -94,7 +94,8 @@ class OrganizeQuery:
         context = ctx(info)
         async with context.session() as session:
             page = await search.search(session, await context.actor(), query=query,
-                                       limit=first, cursor=after)
+                                       limit=first, cursor=after,
+                                       names=("query", "first", "after"))
         edges = [SearchEdge(cursor=hit.cursor, node=SearchResult(
             conversation_id=strawberry.ID(hit.conversation_id), title=hit.title,
             message_id=strawberry.ID(hit.message_id) if hit.message_id is not None else None,
