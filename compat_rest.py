@@ -19,7 +19,7 @@ from starlette.requests import HTTPConnection
 
 from models import Conversation as ConversationRow
 from models import User
-from resolvers import auth, chat, conversations, keys, live, stats, validation
+from resolvers import auth, chat, conversations, keys, live, organize, stats, validation
 from resolvers.chat.events import ChatError, ReplyEvent
 from resolvers.health import check as health_check
 from resolvers.kit import metrics, ratelimit
@@ -129,6 +129,26 @@ class ConversationOut(BaseModel):
     model: str
     systemPrompt: str | None = None
     userId: str
+    pinned: bool = False
+    archived: bool = False
+    tags: list[str] = Field(default_factory=list)
+
+
+class ConversationSummaryOut(BaseModel):
+    """`?view=summary`: no messages; their count and the newest one's start instead."""
+
+    id: str
+    title: str
+    createdAt: int
+    updatedAt: int
+    model: str
+    systemPrompt: str | None = None
+    userId: str
+    pinned: bool
+    archived: bool
+    tags: list[str]
+    messageCount: int
+    lastMessagePreview: str | None
 
 
 class StatsOut(BaseModel):
@@ -210,7 +230,8 @@ def message_json(row: conversations.MessageView, *, whole_tree: bool = False) ->
     return data
 
 
-def conversation_json(row: ConversationRow, messages: list[conversations.MessageView], *,
+def conversation_json(row: ConversationRow, messages: list[conversations.MessageView],
+                      tags: list[str] | None = None, *,
                       whole_tree: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": row.id,
@@ -220,9 +241,23 @@ def conversation_json(row: ConversationRow, messages: list[conversations.Message
         "updatedAt": row.updated_at,
         "model": row.model,
         "userId": row.user_id,
+        "pinned": row.pinned,
+        "archived": row.archived,
     }
+    if tags is not None:
+        data["tags"] = tags
     if row.system_prompt is not None:
         data["systemPrompt"] = row.system_prompt
+    return data
+
+
+def summary_json(row: ConversationRow, tags: list[str]) -> dict[str, Any]:
+    """A conversation as a sidebar shows it: no messages, their count and the newest one's
+    first characters instead (stored on the row: no message body is read)."""
+    data = conversation_json(row, [], tags)
+    del data["messages"]
+    data["messageCount"] = row.message_count
+    data["lastMessagePreview"] = row.last_message_preview
     return data
 
 
@@ -442,11 +477,30 @@ async def me(user: UserDep) -> dict[str, Any]:
             "totp_enabled": user.totp_enabled}
 
 
-@router.get("/api/conversations", tags=["conversations"], response_model=list[ConversationOut])
-async def list_conversations(session: SessionDep, user: UserDep) -> JSONResponse:
-    """Your conversations with their messages, newest `updatedAt` first."""
-    rows = await conversations.list_all(session, user)
-    return JSONResponse([conversation_json(r.conversation, r.messages) for r in rows])
+@router.get("/api/conversations", tags=["conversations"],
+            response_model=list[ConversationOut | ConversationSummaryOut],
+            responses={200: {"headers": {"X-Next-Cursor": {
+                "description": "With `limit`: the `cursor` of the next page, when there is one",
+                "schema": {"type": "string"}}}}})
+async def list_conversations(
+    session: SessionDep, user: UserDep, archived: bool | None = None, pinned: bool | None = None,
+    tag: str | None = None, limit: int | None = None, cursor: str | None = None,
+    view: Literal["full", "summary"] = "full",
+) -> JSONResponse:
+    """Your conversations, newest `updatedAt` first: all of them with their messages (the
+    guide's array), or filtered (`archived`, `pinned`, `tag`), paged (`limit` ≤ 100 and
+    `cursor`; the next cursor is in `X-Next-Cursor`) and, with `view=summary`, without
+    messages (`messageCount` and `lastMessagePreview` instead; reads no message bodies)."""
+    page = await organize.page(session, user, filters=organize.Filters(archived, pinned, tag),
+                               first=limit, after=cursor, with_total=False,
+                               names=("limit", "cursor"))
+    headers = {"X-Next-Cursor": page.end_cursor} if page.has_next_page and page.end_cursor else {}
+    if view == "summary":
+        return JSONResponse([summary_json(i.conversation, i.tags) for i in page.items],
+                            headers=headers)
+    messages = await conversations.messages_for(session, [i.conversation.pk for i in page.items])
+    return JSONResponse([conversation_json(i.conversation, messages.get(i.conversation.pk, []),
+                                           i.tags) for i in page.items], headers=headers)
 
 
 @router.post("/api/conversations", tags=["conversations"], response_model=ConversationOut,
@@ -454,7 +508,7 @@ async def list_conversations(session: SessionDep, user: UserDep) -> JSONResponse
 async def create_conversation(body: ConversationIn, session: SessionDep,
                               user: UserDep) -> JSONResponse:
     stored = await conversations.create(session, user, data=to_input(body, with_id=True))
-    return JSONResponse(conversation_json(stored.conversation, stored.messages))
+    return JSONResponse(conversation_json(stored.conversation, stored.messages, []))
 
 
 @router.get("/api/conversations/{conversation_id}", tags=["conversations"],
@@ -465,7 +519,9 @@ async def get_conversation(conversation_id: str, session: SessionDep, user: User
     (each with `parentId`, `siblingIds` and `active`)."""
     stored = await conversations.get(session, user, conversation_id=conversation_id,
                                      whole_tree=tree)
+    tags = await organize.tags_for(session, [stored.conversation.pk])
     return JSONResponse(conversation_json(stored.conversation, stored.messages,
+                                          tags.get(stored.conversation.pk, []),
                                           whole_tree=tree))
 
 
@@ -480,7 +536,9 @@ async def update_conversation(conversation_id: str, body: ConversationIn, sessio
     stored = await conversations.replace(session, user, conversation_id=conversation_id,
                                          data=to_input(body, with_id=False),
                                          keep_branches=branches == "keep")
-    return JSONResponse(conversation_json(stored.conversation, stored.messages))
+    tags = await organize.tags_for(session, [stored.conversation.pk])
+    return JSONResponse(conversation_json(stored.conversation, stored.messages,
+                                          tags.get(stored.conversation.pk, [])))
 
 
 @router.delete("/api/conversations/{conversation_id}", tags=["conversations"],

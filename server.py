@@ -24,6 +24,7 @@ import compat_branches
 import compat_identity
 import compat_keys
 import compat_openai
+import compat_organize
 import compat_rest
 import compat_transfer
 import compat_ws
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     compat_openai.install(app)
     compat_branches.install(app)
     compat_transfer.install(app)
+    compat_organize.install(app)
     compat_ws.install(app)
     explorers.install(app)
     schema = build_schema(limits=Limits.from_settings(settings))

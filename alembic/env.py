@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from resolvers.kit.migrate import include_object
 
 target_metadata = SQLModel.metadata
 
@@ -20,6 +21,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite ALTERs need batch mode
         compare_type=True,
+        include_object=include_object,  # the search index is SQL the models cannot describe
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs, report
+from bench import search as search_figure
 
-FIGURES = ("rest", "graphql", "stream", "connections", "fanout", "embedded")
+FIGURES = ("rest", "graphql", "stream", "connections", "fanout", "embedded", "search")
 DBS = ("sqlite", "postgres")
 PASSWORD = "bench-Password-1234"
 REPLY_TOKENS = 50
@@ -227,6 +228,8 @@ class Run:
                 self.connections(db, ctx)
             if "fanout" in figures and db == self.args.db[0]:
                 self.fanout(db, ctx)
+            if "search" in figures:
+                search_figure.figure(self, db, base, server.pid, url, data_dir)
             self.stop(server)
         finally:
             if url:

@@ -14,6 +14,7 @@ RATIO_TARGETS: dict[tuple[str, str, str | None], tuple[str, float]] = {
     ("stream", "GraphQL chatStream", None): ("minimal relay", 0.4),
 }
 FANOUT_P99_MS = 100.0
+SEARCH_P99_MS = 50.0
 WS_KIB_PER_CONN = 40.0
 EMBEDDED_RATIO = 0.9
 
@@ -51,6 +52,8 @@ def evaluate(rows: list[dict[str, Any]]) -> None:
         elif figure == "fanout" and row.get("p99_ms") is not None:
             _verdict(row, f"p99 ≤ {FANOUT_P99_MS:.0f} ms",
                      row["p99_ms"] <= FANOUT_P99_MS and not row.get("missed"), None)
+        elif figure == "search" and row.get("p99_ms") is not None:
+            _verdict(row, f"p99 ≤ {SEARCH_P99_MS:.0f} ms", row["p99_ms"] <= SEARCH_P99_MS, None)
         elif figure == "connections" and row.get("kib_per_conn") is not None:
             _verdict(row, f"≤ {WS_KIB_PER_CONN:.0f} KiB/conn",
                      row["kib_per_conn"] <= WS_KIB_PER_CONN, None)
@@ -78,6 +81,9 @@ def _other(row: dict[str, Any]) -> str:
     if row.get("subscribers"):
         bits.append(f"{row['n']} receipts, missed {row.get('missed', 0)}, "
                     f"max {row.get('max_ms')} ms")
+    if row.get("index_mib") is not None:
+        bits.append(f"index {row['index_mib']} MiB (messages {row['messages_mib']} MiB), "
+                    f"{row.get('results')} results")
     if row.get("tokens_per_op"):
         bits.append(f"{row['tokens_per_op']} tok/reply")
     if row.get("server_core_pct") is not None and row.get("rps") is not None:

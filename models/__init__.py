@@ -6,16 +6,18 @@ from models.tables import (
     BudgetLedger,
     BudgetReservation,
     Conversation,
+    ConversationTag,
     Invite,
     Message,
     OAuthIdentity,
     OAuthLogin,
     RecoveryCode,
     RefreshToken,
+    Share,
     TokenUsage,
     User,
 )
 
 __all__ = ["ApiKey", "AuditEvent", "BudgetLedger", "BudgetReservation", "Conversation",
-           "Invite", "Message", "OAuthIdentity", "OAuthLogin", "RecoveryCode", "RefreshToken",
-           "TokenUsage", "User"]
+           "ConversationTag", "Invite", "Message", "OAuthIdentity", "OAuthLogin", "RecoveryCode",
+           "RefreshToken", "Share", "TokenUsage", "User"]

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     Text,
     UniqueConstraint,
     false,
@@ -72,6 +73,41 @@ class Conversation(SQLModel, table=True):
     system_prompt: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Organize (issue 13): set by PATCH; the list filters on them.
+    pinned: bool = Field(default=False, sa_column=Column(Boolean, nullable=False,
+                                                        server_default=false()))
+    archived: bool = Field(default=False, sa_column=Column(Boolean, nullable=False,
+                                                          server_default=false()))
+    # The sidebar's summary, kept by resolvers/summaries.py whenever messages are written, so
+    # a chat list never reads a message body.
+    message_count: int = Field(default=0, sa_column=Column(Integer, nullable=False,
+                                                          server_default="0"))
+    last_message_preview: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class ConversationTag(SQLModel, table=True):
+    """A tag on a conversation (PATCH sets the whole list); `?tag=` filters on it."""
+
+    __tablename__ = "conversation_tags"
+    __table_args__ = (Index("ix_conversation_tags_tag", "tag", "conversation_pk"),)
+
+    conversation_pk: str = Field(sa_column=Column(
+        ForeignKey("conversations.pk", ondelete="CASCADE"), primary_key=True))
+    tag: str = Field(primary_key=True, max_length=64)
+
+
+class Share(SQLModel, table=True):
+    """A public, read-only snapshot of a conversation, reached by an unguessable token."""
+
+    __tablename__ = "shares"
+
+    conversation_pk: str = Field(sa_column=Column(
+        ForeignKey("conversations.pk", ondelete="CASCADE"), primary_key=True))
+    token: str = Field(max_length=64, unique=True)
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    # JSON list of {"role","content","timestamp"}: only what the public may see.
+    snapshot: str = Field(sa_column=Column(Text, nullable=False))
+    shared_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class Message(SQLModel, table=True):

@@ -25,7 +25,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Conversation, Message, User
-from resolvers import tree, validation
+from resolvers import summaries, tree, validation
 from resolvers.kit.clock import now_ms
 from resolvers.kit.errors import Conflict, NotFound, ValidationFailed
 from resolvers.tree import Node, StoredMessage
@@ -143,9 +143,10 @@ async def written(session: AsyncSession, conversation_pk: str) -> None:
     replace, append, branches, generated titles, imports, delete — after the rows are gone),
     in its transaction, before the commit.
 
-    Hook point for the search index (branch `search`): keep derived data in step here.
+    Derived data is kept in step here: the summary a sidebar reads (resolvers/summaries.py).
+    The search index needs no call: the database maintains it (resolvers/search.py).
     """
-    return None
+    await summaries.refresh_pk(session, conversation_pk)
 
 
 async def _owned(session: AsyncSession, actor: User, conversation_id: str) -> Conversation:

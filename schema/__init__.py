@@ -20,6 +20,7 @@ from schema.errors import ErrorCodes
 from schema.identity import IdentityMutation, IdentityQuery
 from schema.keys import KeysMutation, KeysQuery
 from schema.mutations import Mutation as CoreMutation
+from schema.organize import OrganizeMutation, OrganizeQuery
 from schema.protection import Limits
 from schema.protection import extensions as protection
 from schema.queries import Query as CoreQuery
@@ -38,10 +39,11 @@ class Schema(strawberry.Schema):
         return None
 
 
-Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery, KeysQuery, TransferQuery))
+Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery, KeysQuery, TransferQuery,
+                              OrganizeQuery))
 Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation,
                                     IdentityMutation, KeysMutation, BranchMutation,
-                                    TransferMutation))
+                                    TransferMutation, OrganizeMutation))
 Subscription = merge_types("Subscription", (CoreSubscription, TitleSubscription,
                                             BranchSubscription))
 

@@ -15,7 +15,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
 from models import ApiKey, User
-from resolvers import conversations, keys
+from resolvers import conversations, keys, organize
 from resolvers.conversations import MessageView
 from resolvers.kit import ratelimit
 from resolvers.kit.security import bearer_token
@@ -25,6 +25,7 @@ from resolvers.services import Services
 @dataclass
 class Loaders:
     messages: DataLoader[str, list[MessageView]]
+    tags: DataLoader[str, list[str]]
 
 
 class Context(BaseContext):
@@ -39,7 +40,8 @@ class Context(BaseContext):
         self.ws_token: str | None = None
         # Tags this connection's typing events, so that it never hears itself.
         self.connection_id = uuid.uuid4().hex
-        self.loaders = Loaders(messages=DataLoader(load_fn=self._load_messages))
+        self.loaders = Loaders(messages=DataLoader(load_fn=self._load_messages),
+                               tags=DataLoader(load_fn=self._load_tags))
 
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A short session for one field: `async with context.session() as session:`.
@@ -89,6 +91,11 @@ class Context(BaseContext):
         async with self.session() as session:
             # Every branch: a message's siblings and parent may be off the active path.
             grouped = await conversations.messages_for(session, keys, whole_tree=True)
+        return [grouped.get(key, []) for key in keys]
+
+    async def _load_tags(self, keys: Sequence[str]) -> list[list[str]]:
+        async with self.session() as session:
+            grouped = await organize.tags_for(session, keys)
         return [grouped.get(key, []) for key in keys]
 
 

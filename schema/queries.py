@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
-from resolvers import conversations, stats
+from resolvers import conversations, organize, stats
 from resolvers.health import check as health_check
 from schema.context import Context
 from schema.types import (
@@ -39,18 +39,23 @@ class Query:
     async def me(self, info: strawberry.Info) -> User:
         return User.from_model(await ctx(info).actor("read"))
 
-    @strawberry.field(description="Your conversations, newest first, cursor-paged (first ≤ 100).")
+    @strawberry.field(description="Your conversations, newest first, cursor-paged (first ≤ 100),"
+                      " optionally only archived or not, pinned or not, or with a tag. Without"
+                      " `messages` in the selection no message is read (a sidebar).")
     async def conversations(
-        self, info: strawberry.Info, first: int = 50, after: str | None = None
+        self, info: strawberry.Info, first: int = 50, after: str | None = None,
+        archived: bool | None = None, pinned: bool | None = None, tag: str | None = None,
     ) -> ConversationConnection:
         context = ctx(info)
         async with context.session() as session:
-            page = await conversations.list_page(
-                session, await context.actor("read"), first=first, after=after
+            page = await organize.page(
+                session, await context.actor("read"), first=first, after=after,
+                filters=organize.Filters(archived=archived, pinned=pinned, tag=tag),
             )
         edges = [
-            ConversationEdge(cursor=conversations.cursor_of(row), node=Conversation.from_model(row))
-            for row in page.items
+            ConversationEdge(cursor=conversations.cursor_of(item.conversation),
+                             node=Conversation.from_model(item.conversation, tags=item.tags))
+            for item in page.items
         ]
         return ConversationConnection(
             edges=edges,

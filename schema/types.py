@@ -102,6 +102,20 @@ class Conversation:
     user_id: strawberry.ID
     _pk: strawberry.Private[str]
     _messages: strawberry.Private[list[MessageView] | None] = None
+    pinned: bool = False
+    archived: bool = False
+    message_count: int = strawberry.field(
+        default=0, description="How many messages it holds (stored: reads no message)")
+    last_message_preview: str | None = strawberry.field(
+        default=None, description="The newest message's first 200 characters")
+    _tags: strawberry.Private[list[str] | None] = None
+
+    @strawberry.field(description="Its tags; batched across conversations.")
+    async def tags(self, info: strawberry.Info) -> list[str]:
+        if self._tags is not None:
+            return self._tags
+        tags: list[str] = await info.context.loaders.tags.load(self._pk)
+        return tags
 
     @strawberry.field(description="The active path in order (what the guide's clients show), "
                       "or with tree: true every message, parents first; batched across "
@@ -114,12 +128,14 @@ class Conversation:
         return [Message.from_model(row, by_position) for row in rows if tree or row.active]
 
     @classmethod
-    def from_model(cls, row: ConversationRow,
-                   messages: list[MessageView] | None = None) -> Conversation:
+    def from_model(cls, row: ConversationRow, messages: list[MessageView] | None = None,
+                   tags: list[str] | None = None) -> Conversation:
         return cls(id=strawberry.ID(row.id), title=row.title, model=row.model,
                    system_prompt=row.system_prompt, created_at=Timestamp(row.created_at),
                    updated_at=Timestamp(row.updated_at), user_id=strawberry.ID(row.user_id),
-                   _pk=row.pk, _messages=messages)
+                   _pk=row.pk, _messages=messages, pinned=row.pinned, archived=row.archived,
+                   message_count=row.message_count,
+                   last_message_preview=row.last_message_preview, _tags=tags)
 
 
 @strawberry.type

@@ -30,4 +30,11 @@ def test_snapshot_holds_the_contract_operations() -> None:
                       "keepBranches: Boolean! = true): Conversation!",
                       "deleteConversation(id: ID!): Boolean!"):
         assert operation in text, operation
-    assert "conversations(first: Int! = 50, after: String = null): ConversationConnection!" in text
+    assert ("conversations(first: Int! = 50, after: String = null, archived: Boolean = null, "
+            "pinned: Boolean = null, tag: String = null): ConversationConnection!") in text
+    for operation in ("search(query: String!, first: Int! = 20, after: String = null): "
+                      "SearchConnection!", "sharedConversation(token: String!): "
+                      "SharedConversation", "patchConversation(id: ID!, input: "
+                      "ConversationPatchInput!): Conversation!",
+                      "shareConversation(id: ID!): ShareLink!", "revokeShare(id: ID!): Boolean!"):
+        assert operation in text, operation

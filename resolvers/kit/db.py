@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from resolvers.kit.errors import Unavailable
 from resolvers.kit.outages import outage
+from resolvers.kit.textsearch import register_sqlite_functions
 
 log = logging.getLogger("chat_studio.db")
 
@@ -74,6 +75,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # The search index's triggers compute their text with it (resolvers/kit/textsearch.py).
+    register_sqlite_functions(dbapi_connection)
 
 
 class Database:

@@ -36,6 +36,28 @@ log = logging.getLogger("chat_studio.migrate")
 ADVISORY_LOCK_KEY = int.from_bytes(b"chatmigr", "big", signed=True)
 
 
+# The search index (resolvers/search.py, migration 0013a) is SQL that SQLModel cannot describe:
+# FTS5 virtual tables with their shadow tables and key table on SQLite, a generated tsvector
+# column and GIN indexes on PostgreSQL. Autogenerate must neither drop nor re-create them.
+SEARCH_TABLE_PREFIXES = ("message_search", "title_search")
+SEARCH_INDEXES = frozenset({"ix_messages_search", "ix_conversations_search"})
+SEARCH_COLUMNS = frozenset({"search_vector"})
+
+
+def include_object(_object: object, name: str | None, type_: str, _reflected: bool,
+                   _compare_to: object) -> bool:
+    """Alembic's `include_object`: everything but the search index's own objects."""
+    if name is None:
+        return True
+    if type_ == "table":
+        return not name.startswith(SEARCH_TABLE_PREFIXES)
+    if type_ == "index":
+        return name not in SEARCH_INDEXES
+    if type_ == "column":
+        return name not in SEARCH_COLUMNS
+    return True
+
+
 def alembic_config() -> Config:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "alembic"))

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from resolvers.kit.db import Database
-from resolvers.kit.migrate import upgrade
+from resolvers.kit.migrate import include_object, upgrade
 from resolvers.kit.security import Security
 from tests.conftest import POSTGRES_URL, LiveServer, _unreachable, bearer, make_settings
 
@@ -77,8 +77,8 @@ async def test_upgrade_keeps_users_and_their_data(empty_database: str, tmp_path:
                     row.allowed_models) == ("user", True, False, None, None)
             # The migrated schema is the models' schema: nothing left to autogenerate.
             diff = await conn.run_sync(
-                lambda sync: compare_metadata(MigrationContext.configure(sync),
-                                              SQLModel.metadata))
+                lambda sync: compare_metadata(MigrationContext.configure(
+                    sync, opts={"include_object": include_object}), SQLModel.metadata))
             assert diff == []
     finally:
         await db.dispose()
