@@ -7,6 +7,7 @@ from models.tables import (
     BudgetReservation,
     Conversation,
     Invite,
+    McpServer,
     Message,
     OAuthIdentity,
     OAuthLogin,
@@ -17,5 +18,5 @@ from models.tables import (
 )
 
 __all__ = ["ApiKey", "AuditEvent", "BudgetLedger", "BudgetReservation", "Conversation",
-           "Invite", "Message", "OAuthIdentity", "OAuthLogin", "RecoveryCode", "RefreshToken",
-           "TokenUsage", "User"]
+           "Invite", "McpServer", "Message", "OAuthIdentity", "OAuthLogin", "RecoveryCode",
+           "RefreshToken", "TokenUsage", "User"]
