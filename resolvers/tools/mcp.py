@@ -153,6 +153,7 @@ class Connection:
                     call.cancel()
                     with contextlib.suppress(BaseException):
                         await call
+                    self._give_up()
                     return Outcome(f"The MCP server {self.spec.name!r} stopped during the "
                                    f"call: {self.error or 'it exited'}", True)
                 result = call.result()
@@ -161,12 +162,19 @@ class Connection:
         except ServerDown as exc:
             return Outcome(str(exc), True)
         except Exception as exc:
+            # The connection broke (the server exited, the HTTP session ended): the next
+            # use connects again.
+            self._give_up()
             return Outcome(f"The tool {name!r} failed: {_describe(exc)}", True)
         texts = [getattr(block, "text", None) for block in result.content]
         text = "\n".join(t for t in texts if isinstance(t, str))
         if not text and result.structured_content is not None:
             text = json.dumps(result.structured_content)
         return Outcome(text, bool(result.is_error))
+
+    def _give_up(self) -> None:
+        self._session = None
+        self._close.set()
 
     async def aclose(self) -> None:
         self._close.set()
