@@ -27,6 +27,7 @@ from schema.scalars import SCALAR_MAP
 from schema.subscriptions import GraphQLRouter, StreamErrorCodes, TypingMutation
 from schema.subscriptions import Subscription as CoreSubscription
 from schema.titles import TitleSubscription
+from schema.tools import ToolsMutation, ToolsQuery
 from schema.transfer import TransferMutation, TransferQuery
 
 
@@ -38,10 +39,11 @@ class Schema(strawberry.Schema):
         return None
 
 
-Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery, KeysQuery, TransferQuery))
+Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery, KeysQuery, TransferQuery,
+                              ToolsQuery))
 Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation,
                                     IdentityMutation, KeysMutation, BranchMutation,
-                                    TransferMutation))
+                                    TransferMutation, ToolsMutation))
 Subscription = merge_types("Subscription", (CoreSubscription, TitleSubscription,
                                             BranchSubscription))
 
