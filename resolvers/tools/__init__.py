@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import McpServer, User
-from resolvers import roles
+from resolvers import audit, roles
 from resolvers.kit.clock import now_ms
 from resolvers.kit.db import Database
 from resolvers.kit.errors import BadInput, Conflict, NotFound, ValidationFailed
@@ -107,6 +107,9 @@ class Tools:
                         args=json.dumps(args), env=json.dumps(env), url=url,
                         headers=json.dumps(headers), visible=visible, created_at=now_ms())
         session.add(row)
+        # Names only: env and headers may hold credentials.
+        audit.record(session, audit.MCP_SERVER_ADDED, actor_id=actor.id, target_id=row.id,
+                     detail={"name": name, "transport": transport})
         await session.commit()
         await session.refresh(row)
         return row
@@ -128,6 +131,8 @@ class Tools:
             raise NotFound("MCP server not found")
         name = row.name
         await session.delete(row)
+        audit.record(session, audit.MCP_SERVER_REMOVED, actor_id=actor.id, target_id=server_id,
+                     detail={"name": name})
         await session.commit()
         await self.pool.drop(name)
 

@@ -58,6 +58,11 @@ async def test_rest_and_graphql_agree_on_servers_and_tools(pair: Pair) -> None:
     assert [s["name"] for s in left] == ["r"]
     gone = await http.delete(f"/api/admin/mcp-servers/{added['id']}", headers=pair.admin.headers)
     assert gone.status_code == 404
+    # Both changes are in the audit log, without the servers' env or headers.
+    audit = (await http.get("/api/admin/audit", headers=pair.admin.headers)).json()
+    kinds = [(e["type"], e["target_id"]) for e in audit["events"]]
+    assert ("admin.mcp_server_added", added["id"]) in kinds
+    assert ("admin.mcp_server_removed", added["id"]) in kinds
 
 
 async def test_refusals_agree(pair: Pair) -> None:
