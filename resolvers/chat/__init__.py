@@ -797,6 +797,8 @@ class Chat:
                 case ChatToolCall():
                     calls.append(ToolCall(id=event.id, name=event.name,
                                           arguments=event.arguments))
+                case ChatToolResult():  # the server ran that call: not the client's to run
+                    calls = [call for call in calls if call.id != event.id]
                 case ChatComplete():
                     return ChatResult(content="".join(parts), tokens=event.tokens,
                                       model=event.model, request_id=handle.request_id,

@@ -210,3 +210,20 @@ async def test_an_http_mcp_server_on_loopback_is_refused_until_allow_listed(
         assert next(e for e in events if e["type"] == "tool_result")["content"] == WEATHER
         for row in (await http.get("/api/admin/mcp-servers", headers=admin.headers)).json():
             await http.delete(f"/api/admin/mcp-servers/{row['id']}", headers=admin.headers)
+
+
+async def test_whole_replies_run_tools_too(pair: Pair, fakes: FakeThread) -> None:
+    """REST without stream and the GraphQL `chat` mutation: the answer that used the result."""
+    await pair.admin.add_stdio("t")
+    ask_for(fakes, "anthropic", ("t__add", '{"a": 20, "b": 22}'))
+    whole = await pair.user.post_chat(model=MODELS["anthropic"], tools=["t.add"],
+                                      messages=[{"role": "user", "content": "20 + 22?"}])
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["content"].endswith("The tool said: 42")
+    fakes.reset()
+    ask_for(fakes, "gemini", ("t__add", '{"a": 1, "b": 2}'))
+    data = await pair.user.graphql("""mutation($input: ChatInput!) { chat(input: $input) {
+        content finishReason } }""", input={"model": MODELS["gemini"], "tools": ["t.add"],
+                                            "messages": [{"role": "user", "content": "1+2"}]})
+    assert "errors" not in data, data
+    assert data["data"]["chat"]["content"].endswith("The tool said: 3")
