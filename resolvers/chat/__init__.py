@@ -179,6 +179,14 @@ def _public_name(name: str, server_tools: dict[str, McpTool] | None) -> str:
     return tool.qualified if tool is not None else name
 
 
+def _call_message(call: ToolCall,
+                  server_tools: dict[str, McpTool] | None) -> conversations.MessageInput:
+    """A tool call as it is stored: a `tool` message holding the tool_call event's JSON."""
+    return conversations.MessageInput(role="tool", content=json.dumps({
+        "type": "tool_call", "id": call.id, "name": _public_name(call.name, server_tools),
+        "arguments": call.arguments}))
+
+
 def error_of(event: ChatError) -> AppError:
     """The AppError an `error` event stands for (REST status, GraphQL code)."""
     if event.code == "provider_timeout":
@@ -456,6 +464,12 @@ class Chat:
                         status = STOPPED if item.finish_reason == "stopped" else COMPLETE
                 if not server_tools or not calls or stop.is_set:
                     break
+                if step == self._steps(server_tools) - 1:
+                    # MAX_TOOL_STEPS reached: the calls are kept, not run (the model would
+                    # never read their results).
+                    finish_reason = "tool_calls"
+                    steps.extend(_call_message(call, server_tools) for call in calls)
+                    break
                 # The server's own tools: run the calls (concurrently), hand the results
                 # to the model, and ask it again.
                 results = await self._run_tools(server_tools, calls, stop)
@@ -470,17 +484,12 @@ class Chat:
                     await self.broker.reply_append(key, ChatToolResult(
                         id=call.id, content=outcome.content, is_error=outcome.is_error,
                         request_id=request_id).to_log())
-                    steps.append(conversations.MessageInput(role="tool", content=json.dumps({
-                        "type": "tool_call", "id": call.id,
-                        "name": _public_name(call.name, server_tools),
-                        "arguments": call.arguments})))
+                    steps.append(_call_message(call, server_tools))
                     steps.append(conversations.MessageInput(role="tool", content=json.dumps({
                         "type": "tool_result", "id": call.id, "content": outcome.content,
                         "is_error": outcome.is_error})))
                     request.messages.append(ChatMessage(role="tool", content=outcome.content,
                                                         tool_call_id=call.id))
-                if step == self._steps(server_tools) - 1:
-                    finish_reason = "tool_calls"  # MAX_TOOL_STEPS reached
             terminal = ChatComplete(tokens=completion_tokens, model=request.model,
                                     request_id=request_id, finish_reason=finish_reason,
                                     status=status, prompt_tokens=prompt_tokens)

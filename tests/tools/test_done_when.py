@@ -227,3 +227,16 @@ async def test_whole_replies_run_tools_too(pair: Pair, fakes: FakeThread) -> Non
                                             "messages": [{"role": "user", "content": "1+2"}]})
     assert "errors" not in data, data
     assert data["data"]["chat"]["content"].endswith("The tool said: 3")
+
+
+async def test_the_loop_ends_after_max_tool_steps(pair: Pair, fakes: FakeThread) -> None:
+    """A model that never stops asking for tools gets MAX_TOOL_STEPS (default 8) turns."""
+    await pair.admin.add_stdio("t")
+    fakes.openai.tool_calls = [("t__add", '{"a": 1, "b": 1}')]  # asks again every time
+    events = await sse_chat(pair, tools=["t.add"], messages=[{"role": "user", "content": "x"}])
+    posts = [r for r in fakes.openai.requests if r.method == "POST"]
+    assert len(posts) == 8
+    assert [e["type"] for e in events].count("tool_result") == 7  # the 8th call is not run
+    assert events[-1]["type"] == "chat_complete"
+    assert events[-1]["finish_reason"] == "tool_calls"
+    assert events[-1]["tokens"] == 8 * fakes.openai.completion_tokens
