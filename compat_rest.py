@@ -188,6 +188,9 @@ class ChatRequest(BaseModel):
     conversation_id: str | None = None
     request_id: str | None = None
     system_prompt: str | None = None
+    tools: list[str] | None = Field(None, max_length=128, description=(
+        "Tools the server runs for the model: <server>.<tool> names from GET /api/tools, "
+        "or \"*\" for all of them"))
 
 
 class ChatOut(BaseModel):
@@ -577,7 +580,7 @@ def chat_params(body: ChatRequest) -> chat.ChatParams:
                                         timestamp=m.timestamp) for m in body.messages],
         model=body.model, temperature=body.temperature, max_tokens=body.max_tokens,
         conversation_id=body.conversation_id, request_id=body.request_id,
-        system_prompt=body.system_prompt,
+        system_prompt=body.system_prompt, server_tools=tuple(body.tools or ()),
     )
 
 

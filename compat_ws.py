@@ -112,7 +112,15 @@ def chat_params(data: dict[str, Any]) -> chat.ChatParams:
         conversation_id=_field(data, "conversation_id", str),
         request_id=_field(data, "request_id", str),
         system_prompt=_field(data, "system_prompt", str),
+        server_tools=_tool_names(data),
     )
+
+
+def _tool_names(data: dict[str, Any]) -> tuple[str, ...]:
+    names = _field(data, "tools", list, [])
+    if not all(isinstance(name, str) for name in names):
+        raise BadInput("tools must be a list of tool names", field="tools")
+    return tuple(names)
 
 
 class InvalidMessage(Exception):

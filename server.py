@@ -26,6 +26,7 @@ import compat_keys
 import compat_openai
 import compat_organize
 import compat_rest
+import compat_tools
 import compat_transfer
 import compat_ws
 import explorers
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     compat_rest.install(app)
     compat_identity.install(app)
     compat_keys.install(app)
+    compat_tools.install(app)
     compat_openai.install(app)
     compat_branches.install(app)
     compat_transfer.install(app)

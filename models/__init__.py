@@ -8,6 +8,7 @@ from models.tables import (
     Conversation,
     ConversationTag,
     Invite,
+    McpServer,
     Message,
     OAuthIdentity,
     OAuthLogin,
@@ -19,5 +20,5 @@ from models.tables import (
 )
 
 __all__ = ["ApiKey", "AuditEvent", "BudgetLedger", "BudgetReservation", "Conversation",
-           "ConversationTag", "Invite", "Message", "OAuthIdentity", "OAuthLogin", "RecoveryCode",
-           "RefreshToken", "Share", "TokenUsage", "User"]
+           "ConversationTag", "Invite", "McpServer", "Message", "OAuthIdentity", "OAuthLogin",
+           "RecoveryCode", "RefreshToken", "Share", "TokenUsage", "User"]

@@ -319,3 +319,23 @@ class BudgetReservation(SQLModel, table=True):
     key_ledger: str | None = Field(default=None, max_length=80)
     amount_micros: int = Field(sa_column=Column(BigInteger, nullable=False))
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class McpServer(SQLModel, table=True):
+    """An MCP server an admin registered (issue 15): stdio (a command this server runs) or
+    Streamable HTTP (a URL, through the outbound guard). Users see it when `visible`."""
+
+    __tablename__ = "mcp_servers"
+
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=32, unique=True)
+    transport: str = Field(max_length=8)  # "stdio" | "http"
+    command: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    args: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list
+    env: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON object
+    url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    headers: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON object
+    visible: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default=true())
+    )
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -13,6 +13,7 @@ from resolvers.chat.limits import ChatLimits
 from resolvers.kit.broker import make_broker
 from resolvers.kit.db import Database
 from resolvers.kit.migrate import upgrade
+from resolvers.kit.outbound import Outbound
 from resolvers.kit.ratelimit import make_limiter
 from resolvers.kit.security import Security
 from resolvers.kit.settings import Settings
@@ -21,6 +22,7 @@ from resolvers.llm.registry import LLMConfig, ProviderRegistry
 from resolvers.services import Services
 from resolvers.sso import SignOn
 from resolvers.titles import Titles
+from resolvers.tools import Tools
 
 log = logging.getLogger("chat_studio.server")
 
@@ -65,7 +67,9 @@ async def running_services(
                     default_monthly_budget_micros=to_micros(
                         settings.default_monthly_budget_usd)),
                 titles=Titles(db=db, broker=broker, registry=registry,
-                              model=settings.title_model, enabled=settings.auto_title))
+                              model=settings.title_model, enabled=settings.auto_title),
+                tools=Tools(db=db, outbound=Outbound(allow=tuple(settings.outbound_allow)),
+                            max_steps=settings.max_tool_steps, timeout=settings.tool_timeout))
     sign_on = SignOn(settings)
     try:
         await upgrade(db.engine)

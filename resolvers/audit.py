@@ -41,12 +41,14 @@ ADMIN_USER_UPDATED = "admin.user_updated"
 ADMIN_PROMOTED = "admin.promoted"
 ADMIN_INVITE_CREATED = "admin.invite_created"
 ACCOUNT_DELETED = "account.deleted"
+MCP_SERVER_ADDED = "admin.mcp_server_added"  # written by the tools issue (#15)
+MCP_SERVER_REMOVED = "admin.mcp_server_removed"
 
 TYPES = frozenset({
     LOGIN_OK, LOGIN_FAILED, LOGOUT, REGISTER, SSO_LOGIN, SSO_LINK, TWOFA_SETUP, TWOFA_ENABLED,
     TWOFA_DISABLED, TWOFA_FAILED, TWOFA_RECOVERY_USED, KEY_CREATED, KEY_REVOKED, SHARE_CREATED,
     SHARE_REVOKED, IMPORT, ADMIN_USER_UPDATED, ADMIN_PROMOTED, ADMIN_INVITE_CREATED,
-    ACCOUNT_DELETED,
+    ACCOUNT_DELETED, MCP_SERVER_ADDED, MCP_SERVER_REMOVED,
 })
 
 # Substrings of detail keys that would name a secret: refused outright.

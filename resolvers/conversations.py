@@ -93,9 +93,10 @@ def _validated(data: ConversationInput) -> ConversationInput:
     return data
 
 
-def _validated_messages(messages: Sequence[MessageInput]) -> None:
+def _validated_messages(messages: Sequence[MessageInput], *, tool_steps: bool = False) -> None:
     for message in messages:
-        validation.role(message.role)
+        if not (tool_steps and message.role == "tool"):  # the server's own tool steps
+            validation.role(message.role)
         validation.bounded_text(
             message.content, field="content", limit=validation.MESSAGE_CONTENT_MAX
         )
@@ -412,15 +413,16 @@ APPEND_ATTEMPTS = 12  # each round of a race has a winner: enough for a dozen ra
 
 async def append_messages(
     session: AsyncSession, actor: User, *, conversation_id: str, messages: list[MessageInput],
-    under: Under | None = None,
+    under: Under | None = None, tool_steps: bool = False,
 ) -> list[Message]:
     """Append a chain of messages and make it the end of the active path (used by chat to
     keep replies on the server). `under` starts a branch: the chain follows that message
     (a reply under the message it answers, an edit beside the message it replaces). When
     that message is gone (a PUT removed it meanwhile), the chain continues the active path:
     a reply is never lost. A message id the conversation already holds is a Conflict: ids
-    are unique per conversation."""
-    _validated_messages(messages)
+    are unique per conversation. `tool_steps`: the chain may hold the server's tool calls
+    and results (role `tool`, issue 15)."""
+    _validated_messages(messages, tool_steps=tool_steps)
     validation.unique_ids([message.id for message in messages])
     for attempt in range(APPEND_ATTEMPTS):
         try:

@@ -28,6 +28,7 @@ from schema.scalars import SCALAR_MAP
 from schema.subscriptions import GraphQLRouter, StreamErrorCodes, TypingMutation
 from schema.subscriptions import Subscription as CoreSubscription
 from schema.titles import TitleSubscription
+from schema.tools import ToolsMutation, ToolsQuery
 from schema.transfer import TransferMutation, TransferQuery
 
 
@@ -40,10 +41,10 @@ class Schema(strawberry.Schema):
 
 
 Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery, KeysQuery, TransferQuery,
-                              OrganizeQuery))
+                              OrganizeQuery, ToolsQuery))
 Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation,
                                     IdentityMutation, KeysMutation, BranchMutation,
-                                    TransferMutation, OrganizeMutation))
+                                    TransferMutation, OrganizeMutation, ToolsMutation))
 Subscription = merge_types("Subscription", (CoreSubscription, TitleSubscription,
                                             BranchSubscription))
 

@@ -40,6 +40,9 @@ class ChatInput:
         default=None, description="Your id for this reply: used by stopChat and to resume"
     )
     system_prompt: str | None = None
+    tools: list[str] | None = strawberry.field(
+        default=None, description="Tools the server runs for the model: <server>.<tool> "
+        "names (the tools query), or \"*\" for all of them")
 
 
 @strawberry.type
@@ -68,7 +71,7 @@ def chat_params(data: ChatInput) -> chat.ChatParams:
         model=data.model, temperature=data.temperature, max_tokens=data.max_tokens,
         conversation_id=str(data.conversation_id) if data.conversation_id else None,
         request_id=str(data.request_id) if data.request_id else None,
-        system_prompt=data.system_prompt,
+        system_prompt=data.system_prompt, server_tools=tuple(data.tools or ()),
     )
 
 

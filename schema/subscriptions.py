@@ -83,7 +83,17 @@ class ChatToolCall:
     request_id: strawberry.ID
 
 
-ChatEvent = Annotated[ChatChunk | ChatToolCall | ChatComplete | ChatError,
+@strawberry.type(description="What a tool the server ran answered (the model reads it next); "
+                 "a tool that failed or timed out is isError.")
+class ChatToolResult:
+    id: strawberry.ID
+    content: str
+    is_error: bool
+    seq: int
+    request_id: strawberry.ID
+
+
+ChatEvent = Annotated[ChatChunk | ChatToolCall | ChatToolResult | ChatComplete | ChatError,
                       strawberry.union("ChatEvent")]
 
 
@@ -95,7 +105,7 @@ class TypingEvent:
 
 
 def chat_event(seq: int, event: events.ReplyEvent
-               ) -> ChatChunk | ChatToolCall | ChatComplete | ChatError:
+               ) -> ChatChunk | ChatToolCall | ChatToolResult | ChatComplete | ChatError:
     """A reply event as GraphQL's ChatEvent (only the fields the schema documents)."""
     request_id = strawberry.ID(event.request_id)
     match event:
@@ -104,6 +114,9 @@ def chat_event(seq: int, event: events.ReplyEvent
         case events.ChatToolCall():
             return ChatToolCall(id=strawberry.ID(event.id), name=event.name,
                                 arguments=event.arguments, seq=seq, request_id=request_id)
+        case events.ChatToolResult():
+            return ChatToolResult(id=strawberry.ID(event.id), content=event.content,
+                                  is_error=event.is_error, seq=seq, request_id=request_id)
         case events.ChatComplete():
             return ChatComplete(
                 tokens=event.tokens, model=event.model, request_id=request_id,

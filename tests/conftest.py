@@ -128,6 +128,7 @@ class LiveServer:
     def __init__(self, settings: Settings) -> None:
         from server import create_app
 
+        self.settings = settings
         self.port = free_port()
         self.app = create_app(settings)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",

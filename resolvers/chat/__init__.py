@@ -40,6 +40,7 @@ from resolvers.chat.events import (
     ChatComplete,
     ChatError,
     ChatToolCall,
+    ChatToolResult,
     ReplyEvent,
     UnknownEvent,
     from_log,
@@ -84,6 +85,7 @@ from resolvers.llm.base import (
 )
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
 from resolvers.titles import Titles
+from resolvers.tools import McpTool, Outcome, Tools, model_name
 
 __all__ = [
     "DEFAULT_MAX_TOKENS", "DEFAULT_TEMPERATURE", "INTERRUPTED", "MAX_TOKENS_RANGE",
@@ -171,6 +173,20 @@ def _prompt_texts(history: list[ChatMessage], *, request_tools: tuple[Tool, ...]
     return texts
 
 
+def _public_name(name: str, server_tools: dict[str, McpTool] | None) -> str:
+    """A server tool's call is shown under its `<server>.<tool>` name."""
+    tool = (server_tools or {}).get(name)
+    return tool.qualified if tool is not None else name
+
+
+def _call_message(call: ToolCall,
+                  server_tools: dict[str, McpTool] | None) -> conversations.MessageInput:
+    """A tool call as it is stored: a `tool` message holding the tool_call event's JSON."""
+    return conversations.MessageInput(role="tool", content=json.dumps({
+        "type": "tool_call", "id": call.id, "name": _public_name(call.name, server_tools),
+        "arguments": call.arguments}))
+
+
 def error_of(event: ChatError) -> AppError:
     """The AppError an `error` event stands for (REST status, GraphQL code)."""
     if event.code == "provider_timeout":
@@ -254,6 +270,8 @@ class Chat:
         return self.lease_seconds / 4
     # Titles conversations after their first reply (AUTO_TITLE); built by assembly.py.
     titles: Titles | None = None
+    # MCP servers and the tools they offer (issue 15); built by assembly.py.
+    tools: Tools | None = None
 
     async def models(self) -> list[ModelInfo]:
         return await self.registry.list_models()
@@ -316,6 +334,16 @@ class Chat:
         if (params.tools or any(m.role == "tool" or m.tool_calls for m in params.messages)) \
                 and not provider.supports_tools:
             raise BadInput(f"The model {model!r} cannot use tools", field="tools")
+        server_tools: dict[str, McpTool] | None = None
+        request_tools = params.tools
+        if params.server_tools:
+            if self.tools is None:
+                raise BadInput("This server runs no tools", field="tools")
+            if not provider.supports_tools:
+                raise BadInput(f"The model {model!r} cannot use tools", field="tools")
+            chosen = await self.tools.resolve(actor, params.server_tools)
+            server_tools = {model_name(tool): tool for tool in chosen}
+            request_tools = Tools.as_model_tools(chosen)
         request_id = params.request_id or uuid.uuid4().hex
         key = reply_key(actor.id, request_id)
         # validated(): every role is one of llm.base.Role
@@ -336,8 +364,10 @@ class Chat:
         # budgets: hold the worst case (every prompt byte a token, max_tokens generated)
         # before anything is started; settled to the real cost when the reply ends.
         price = self.billing.prices.price(provider.name, model)
+        # With server tools every step reads the prompt again and may write max_tokens.
+        steps = self._steps(server_tools)
         worst = price.cost_micros(billing.prompt_tokens_upper_bound(_prompt_texts(
-            history, request_tools=params.tools)), params.max_tokens)
+            history, request_tools=request_tools)) * steps, params.max_tokens * steps)
         reservation = await billing.reserve(self.db, actor, api_key, amount=worst,
                                             model=model, billing=self.billing)
         # The meta lets any worker store the partial reply if this one dies.
@@ -378,11 +408,11 @@ class Chat:
         request = GenerationRequest(model=model, messages=history,
                                     temperature=params.temperature, max_tokens=params.max_tokens,
                                     top_p=params.top_p, stop=params.stop,
-                                    tools=params.tools, tool_choice=params.tool_choice)
+                                    tools=request_tools, tool_choice=params.tool_choice)
         running = _Running(stop=StopSignal())
         task = asyncio.create_task(
             self._generate(actor, key, request_id, provider, request, running, params,
-                           _Bill(price, reservation), reply_parent),
+                           _Bill(price, reservation), reply_parent, server_tools),
             name=f"reply {key}",
         )
         running.task = task
@@ -394,7 +424,8 @@ class Chat:
     async def _generate(self, actor: User, key: str, request_id: str, provider: Provider,
                         request: GenerationRequest, running: _Running,
                         params: ChatParams, bill: _Bill,
-                        reply_parent: str | None = None) -> None:
+                        reply_parent: str | None = None,
+                        server_tools: dict[str, McpTool] | None = None) -> None:
         stop = running.stop
         parts: list[str] = []
         status, finish_reason = ERROR, "error"
@@ -404,25 +435,61 @@ class Chat:
         renewer = asyncio.create_task(self._renew_lease(key, running))
         started = time.perf_counter()
         first_token_at: float | None = None  # metrics
+        steps: list[conversations.MessageInput] = []  # tool calls and results, to store
         try:
-            async for item in provider.stream(request, stop):
-                if isinstance(item, TextChunk):
-                    if item.text:
-                        if first_token_at is None:  # metrics
-                            first_token_at = time.perf_counter()
-                            metrics.CHAT_TIME_TO_FIRST_TOKEN.labels(model=request.model).observe(
-                                first_token_at - started)
-                        parts.append(item.text)
-                        await self.broker.reply_append(key, ChatChunk(
-                            content=item.text, request_id=request_id).to_log())
-                elif isinstance(item, ToolCall):
-                    await self.broker.reply_append(key, ChatToolCall(
-                        id=item.id, name=item.name, arguments=item.arguments,
+            for step in range(self._steps(server_tools)):
+                step_parts: list[str] = []
+                calls: list[ToolCall] = []
+                async for item in provider.stream(request, stop):
+                    if isinstance(item, TextChunk):
+                        if item.text:
+                            if first_token_at is None:  # metrics
+                                first_token_at = time.perf_counter()
+                                metrics.CHAT_TIME_TO_FIRST_TOKEN.labels(
+                                    model=request.model).observe(first_token_at - started)
+                            parts.append(item.text)
+                            step_parts.append(item.text)
+                            await self.broker.reply_append(key, ChatChunk(
+                                content=item.text, request_id=request_id).to_log())
+                    elif isinstance(item, ToolCall):
+                        calls.append(item)
+                        await self.broker.reply_append(key, ChatToolCall(
+                            id=item.id, name=_public_name(item.name, server_tools),
+                            arguments=item.arguments, request_id=request_id).to_log())
+                    elif isinstance(item, Finished):
+                        # Usage and cost: summed over every step of the tool loop.
+                        prompt_tokens += item.prompt_tokens
+                        completion_tokens += item.completion_tokens
+                        finish_reason = item.finish_reason
+                        status = STOPPED if item.finish_reason == "stopped" else COMPLETE
+                if not server_tools or not calls or stop.is_set:
+                    break
+                if step == self._steps(server_tools) - 1:
+                    # MAX_TOOL_STEPS reached: the calls are kept, not run (the model would
+                    # never read their results).
+                    finish_reason = "tool_calls"
+                    steps.extend(_call_message(call, server_tools) for call in calls)
+                    break
+                # The server's own tools: run the calls (concurrently), hand the results
+                # to the model, and ask it again.
+                results = await self._run_tools(server_tools, calls, stop)
+                if results is None:  # stopped while the tools ran
+                    status, finish_reason = STOPPED, "stopped"
+                    break
+                request = dataclasses.replace(request, messages=[
+                    *request.messages,
+                    ChatMessage(role="assistant", content="".join(step_parts),
+                                tool_calls=tuple(calls))])
+                for call, outcome in zip(calls, results, strict=True):
+                    await self.broker.reply_append(key, ChatToolResult(
+                        id=call.id, content=outcome.content, is_error=outcome.is_error,
                         request_id=request_id).to_log())
-                elif isinstance(item, Finished):
-                    prompt_tokens, completion_tokens = item.prompt_tokens, item.completion_tokens
-                    finish_reason = item.finish_reason
-                    status = STOPPED if item.finish_reason == "stopped" else COMPLETE
+                    steps.append(_call_message(call, server_tools))
+                    steps.append(conversations.MessageInput(role="tool", content=json.dumps({
+                        "type": "tool_result", "id": call.id, "content": outcome.content,
+                        "is_error": outcome.is_error})))
+                    request.messages.append(ChatMessage(role="tool", content=outcome.content,
+                                                        tool_call_id=call.id))
             terminal = ChatComplete(tokens=completion_tokens, model=request.model,
                                     request_id=request_id, finish_reason=finish_reason,
                                     status=status, prompt_tokens=prompt_tokens)
@@ -469,7 +536,8 @@ class Chat:
                 message_id = await self._store(
                     actor, params, content=content, model=request.model, status=status,
                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                    request_id=request_id, bill=bill, reply_parent=reply_parent)
+                    request_id=request_id, bill=bill, reply_parent=reply_parent,
+                    steps=steps)
                 terminal = dataclasses.replace(
                     terminal, message_id=message_id,
                     elapsed_ms=round((time.perf_counter() - started) * 1000))
@@ -479,6 +547,36 @@ class Chat:
                 if self.titles is not None and params.conversation_id is not None \
                         and message_id is not None and status == COMPLETE:
                     self.titles.after_reply(actor, params.conversation_id, request.model)
+
+    def _steps(self, server_tools: dict[str, McpTool] | None) -> int:
+        """Model turns a reply may take: MAX_TOOL_STEPS when the server runs tools."""
+        return self.tools.max_steps if server_tools and self.tools is not None else 1
+
+    async def _run_tools(self, server_tools: dict[str, McpTool], calls: list[ToolCall],
+                         stop: StopSignal) -> list[Outcome] | None:
+        """Every call of one step, concurrently; None when the reply was stopped meanwhile."""
+        assert self.tools is not None
+        tools = self.tools
+
+        async def one(call: ToolCall) -> Outcome:
+            tool = server_tools.get(call.name)
+            if tool is None:
+                return Outcome(f"There is no tool named {call.name!r}", True)
+            return await tools.run(tool, call.arguments)
+
+        running = asyncio.gather(*(one(call) for call in calls))
+        stopped = asyncio.ensure_future(stop.event.wait())
+        waiting: list[asyncio.Future[Any]] = [running, stopped]
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not running.done():
+                running.cancel()
+                with contextlib.suppress(BaseException):
+                    await running
+                return None
+            return list(running.result())
+        finally:
+            stopped.cancel()
 
     async def _watch_stop(self, key: str, user_id: str, running: _Running) -> None:
         # Stops may be asked on any worker: they arrive over the broker. So does the
@@ -595,7 +693,8 @@ class Chat:
     async def _store(self, actor: User, params: ChatParams, *, content: str, model: str,
                      status: str, prompt_tokens: int, completion_tokens: int,
                      request_id: str, bill: _Bill | None,
-                     reply_parent: str | None = None) -> str | None:
+                     reply_parent: str | None = None,
+                     steps: list[conversations.MessageInput] | None = None) -> str | None:
         """Keep the reply, its usage and cost (settling its budget reservation). Failures
         here are logged, never raised: the client still gets its terminal event.
         `bill` None: a reply closed for a dead worker, whose reservation lives in the dead
@@ -613,13 +712,14 @@ class Chat:
                 if params.conversation_id is not None and (content or status != COMPLETE):
                     stored = await conversations.append_messages(
                         session, actor, conversation_id=params.conversation_id,
-                        messages=[conversations.MessageInput(
+                        messages=[*(steps or ()), conversations.MessageInput(
                             content=content, role="assistant", tokens=completion_tokens,
                             model=model, status=status)],
                         # Under the message it answers, wherever the active path is now.
                         under=conversations.Under(reply_parent) if reply_parent else None,
+                        tool_steps=bool(steps),
                     )
-                    message_id = stored[0].id if stored else None
+                    message_id = stored[-1].id if stored else None
         except Exception:
             log.exception("could not store the reply %s", request_id)
         return message_id
@@ -706,6 +806,8 @@ class Chat:
                 case ChatToolCall():
                     calls.append(ToolCall(id=event.id, name=event.name,
                                           arguments=event.arguments))
+                case ChatToolResult():  # the server ran that call: not the client's to run
+                    calls = [call for call in calls if call.id != event.id]
                 case ChatComplete():
                     return ChatResult(content="".join(parts), tokens=event.tokens,
                                       model=event.model, request_id=handle.request_id,
@@ -757,4 +859,6 @@ class Chat:
             await asyncio.wait(list(self._closing.values()), timeout=5)
         if self.titles is not None:
             await self.titles.aclose()
+        if self.tools is not None:
+            await self.tools.aclose()
         await self.registry.aclose()

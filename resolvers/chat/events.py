@@ -97,6 +97,19 @@ class ChatToolCall(_Event):
 
 @event
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChatToolResult(_Event):
+    """What a tool the server ran answered (CONTRACT-2 §6): the model reads it next. A tool
+    that failed or timed out is `is_error`, never the end of the reply."""
+
+    type: ClassVar[str] = "tool_result"
+    WIRE: ClassVar[tuple[str, ...]] = ("id", "content", "is_error", "request_id")
+    id: str
+    content: str
+    is_error: bool = False
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChatComplete(_Event):
     """The reply ended normally (also after a stop: finish_reason "stopped")."""
 
@@ -130,7 +143,7 @@ class ChatError(_Event):
     elapsed_ms: int | None = None  # internal
 
 
-ReplyEvent = ChatChunk | ChatToolCall | ChatComplete | ChatError
+ReplyEvent = ChatChunk | ChatToolCall | ChatToolResult | ChatComplete | ChatError
 
 
 def from_log(data: dict[str, Any]) -> ReplyEvent:

@@ -72,6 +72,8 @@ class ChatParams:
     tools: tuple[Tool, ...] = ()
     tool_choice: str | None = None  # "auto" | "none" | "required" | a tool's name
     branch: Branch | None = None
+    # Tools the server runs itself (MCP, issue 15): `<server>.<tool>` names, or "*".
+    server_tools: tuple[str, ...] = ()
 
 
 def _check_tool_name(name: str, field: str) -> None:
@@ -127,6 +129,13 @@ def validated(params: ChatParams) -> ChatParams:
         validation.bounded_text(message.content, field="content",
                                 limit=validation.MESSAGE_CONTENT_MAX)
     _check_tools(params)
+    if len(params.server_tools) > TOOLS_MAX:
+        raise ValidationFailed(f"at most {TOOLS_MAX} tools", field="tools")
+    for name in params.server_tools:
+        validation.bounded_text(name, field="tools", limit=128)
+    if params.server_tools and params.tools:
+        raise ValidationFailed("a request either names server tools or offers its own",
+                               field="tools")
     newest = params.messages[-1]
     # A tool's result may be empty ("no rows"); anything else must say something.
     if newest.role != "tool" and not newest.content.strip():

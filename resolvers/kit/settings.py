@@ -185,13 +185,20 @@ class Settings(BaseSettings):
     oauth_redirect_url: str = ""
     oauth_login_ttl_seconds: int = Field(600, ge=30)  # how long a started sign-in stays valid
 
+    # --- tools and MCP servers (README "Tools and MCP") ---
+    max_tool_steps: int = Field(8, ge=1, le=64)  # model turns per reply when tools run
+    tool_timeout: float = Field(30.0, gt=0)  # seconds one tool call may take
+    # Addresses, networks (CIDR) or host names the outbound guard lets the server fetch
+    # for users although they are loopback, private, link-local or metadata addresses.
+    outbound_allow: Annotated[list[str], NoDecode] = []
+
     # --- observability ---
     metrics_enabled: bool = True  # GET /metrics (Prometheus)
     sentry_dsn: str = ""
     sentry_traces_sample_rate: float = Field(0.0, ge=0, le=1)
 
     @field_validator("allowed_origins", "openai_models", "anthropic_models", "gemini_models",
-                     "trusted_proxies", mode="before")
+                     "trusted_proxies", "outbound_allow", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

@@ -77,6 +77,8 @@ class FakeThread:
             fake.first_chunk_delay = 0.0
             fake.fail = None
             fake.tool_calls = []
+            fake.answer_tool_results = False
+            fake.split_frames = False
             fake.requests.clear()
 
 

@@ -81,6 +81,11 @@ class FakeProvider:
     # Function calls the model makes after its text: (name, arguments JSON), in the
     # provider's own wire format (OpenAI deltas, Anthropic tool_use blocks, Gemini parts).
     tool_calls: list[tuple[str, str]] = field(default_factory=list)
+    # Server-side tool loops: a request that carries a tool's result is answered with text
+    # that quotes it ("The tool said: …") instead of calling the tools again.
+    answer_tool_results: bool = False
+    # Write every frame in pieces (mid-JSON, mid-line): parsers must reassemble them.
+    split_frames: bool = False
     requests: list[RecordedRequest] = field(default_factory=list)
     base_url: str = ""
 
@@ -173,7 +178,7 @@ class FakeProvider:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        for frame_no, frame in enumerate(self.stream_frames(rec.json)):
+        for frame_no, frame in enumerate(self._frames_for(rec.json)):
             i = frame_no - self.lead_frames  # text chunks already sent
             if i == 0 and self.first_chunk_delay:
                 await asyncio.sleep(self.first_chunk_delay)
@@ -196,11 +201,28 @@ class FakeProvider:
                 return resp
             if fail.odd_shape_after == i:
                 await resp.write(self.odd_shape_frame())
-            await resp.write(frame)
+            if self.split_frames and len(frame) > 8:
+                for piece in (frame[:7], frame[7:len(frame) // 2]):
+                    await resp.write(piece)
+                    await asyncio.sleep(0.001)  # separate TCP segments
+                await resp.write(frame[len(frame) // 2:])
+            else:
+                await resp.write(frame)
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
         await resp.write_eof()
         return resp
+
+    def _frames_for(self, body: Any) -> list[bytes]:
+        result = tool_result_in(body) if self.answer_tool_results else None
+        if result is None:
+            return self.stream_frames(body)
+        saved = self.chunks, self.tool_calls
+        self.chunks, self.tool_calls = ["The tool said: ", result], []
+        try:
+            return self.stream_frames(body)
+        finally:
+            self.chunks, self.tool_calls = saved
 
     async def handle_models(self, request: web.Request) -> web.Response:
         await self._record(request)
@@ -208,6 +230,27 @@ class FakeProvider:
             return web.json_response(self.error_json(self.models_fail, None),
                                      status=self.models_fail)
         return web.json_response(self.models_json())
+
+
+def tool_result_in(body: Any) -> str | None:
+    """The newest tool result in a request, in any of the three wire formats."""
+    if not isinstance(body, dict):
+        return None
+    for message in reversed(body.get("messages") or []):  # OpenAI, Anthropic
+        if message.get("role") == "tool":
+            return str(message.get("content"))
+        content = message.get("content")
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    inner = block.get("content")
+                    return inner if isinstance(inner, str) else json.dumps(inner)
+    for turn in reversed(body.get("contents") or []):  # Gemini
+        for part in turn.get("parts") or []:
+            if "functionResponse" in part:
+                response = part["functionResponse"].get("response") or {}
+                return str(response.get("content", json.dumps(response)))
+    return None
 
 
 def _sse(data: Any, event: str | None = None, *, crlf: bool = False) -> bytes:
