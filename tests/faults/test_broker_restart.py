@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
 
 import pytest
 
@@ -21,6 +20,7 @@ from tests.faults.conftest import OwnRedis
 pytestmark = pytest.mark.slow
 
 CHANNELS = [f"stop:r{i}" for i in range(12)]
+DOWN_SECONDS = (0.15, 0.3, 0.45, 0.6, 0.8, 1.0)
 
 
 async def _churn(broker: RedisBroker, channel: str, stop: asyncio.Event,
@@ -63,23 +63,22 @@ async def test_pubsub_survives_restarts_under_subscription_churn(
     churn = [asyncio.create_task(_churn(broker, channel, stop, failures))
              for channel in CHANNELS for _ in range(3)]
     try:
-        for down_seconds in (0.3, 0.7, 1.1):  # the reader's backoff is at different points
-            await asyncio.sleep(0.3)
+        # Each outage ends at a different point of the reader's backoff.
+        for down_seconds in DOWN_SECONDS:
+            await asyncio.sleep(0.2)
             own_redis.kill()
             await asyncio.sleep(down_seconds)
             own_redis.start()
-            await asyncio.sleep(1.0)  # churn goes on across the recovery
+            await asyncio.sleep(0.7)  # churn goes on across the recovery
         stop.set()
         await asyncio.gather(*churn)
         assert failures == []
 
         for sub, channel in zip(held, CHANNELS, strict=False):
             await _delivers(broker, sub, channel)
-        started = time.monotonic()
-        for channel in CHANNELS:
+        for channel in CHANNELS:  # a fresh subscriber to every channel
             async with broker.subscribe(channel) as sub:
                 await _delivers(broker, sub, channel)
-        assert time.monotonic() - started < 10
     finally:
         stop.set()
         await asyncio.gather(*churn, return_exceptions=True)
@@ -88,12 +87,13 @@ async def test_pubsub_survives_restarts_under_subscription_churn(
         await broker.aclose()
     gc.collect()  # a leaked socket's ResourceWarning surfaces now, inside this test
 
-    # One line each time Redis went down and came back; nothing else worth a warning.
+    # One line each time Redis went down and came back (the pub/sub reconnect says so too:
+    # nothing else talks to Redis during the churn); nothing else worth a warning.
     noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
     outage_lines = [r.getMessage() for r in noisy if r.name == "chat_studio.outages"]
     others = [f"{r.name}: {r.getMessage()} {r.exc_text or ''}" for r in noisy
               if r.name != "chat_studio.outages"]
     assert others == []
-    assert len(outage_lines) == 6, outage_lines
+    assert len(outage_lines) == 2 * len(DOWN_SECONDS), outage_lines
     for down, back in zip(outage_lines[::2], outage_lines[1::2], strict=True):
         assert "redis is unavailable" in down and "redis is back" in back

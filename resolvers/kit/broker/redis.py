@@ -265,6 +265,8 @@ class RedisBroker:
             elif channel in self._acks:
                 # The channel's SUBSCRIBE is in flight: wait for the same confirmation.
                 self._acks[channel][-1].append(ack)
+                if not self._ready:
+                    attempt = self._await_reconnect()
             else:
                 return  # already confirmed
         async with asyncio.timeout(self._subscribe_timeout):
