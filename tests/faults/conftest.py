@@ -64,7 +64,10 @@ class OwnRedis:
         deadline = time.monotonic() + 10
         while True:
             try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
+                # Closed at once: a leaked socket's ResourceWarning fails whichever test
+                # the garbage collector happens to run in.
+                with redis.Redis(port=self.port, socket_connect_timeout=0.5) as client:
+                    client.ping()
                 return
             except redis.RedisError:
                 if time.monotonic() > deadline:

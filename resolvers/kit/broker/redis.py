@@ -2,7 +2,7 @@
 
 Layout (every key and channel starts with `key_prefix`, default "chatstudio:"):
 
-- pub/sub: channel `<prefix>ps:<channel>`. One PubSub connection per process; a reader task
+- pub/sub: channel `<prefix>ps:<channel>`. One pub/sub connection per process; a reader task
   fans each message out to the local `Subscription` buffers, so ten thousand WebSockets cost
   one Redis connection, not ten thousand. A Redis channel is subscribed while at least one
   local subscriber wants it.
@@ -27,12 +27,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from resolvers.kit.broker.base import (
@@ -50,7 +52,7 @@ from resolvers.kit.broker.base import (
     check_durations,
     encode,
 )
-from resolvers.kit.redis_client import CONNECTION_ERRORS, Redis, unavailable
+from resolvers.kit.redis_client import CONNECTION_ERRORS, REDIS, Redis, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,12 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 return seq
 """
+
+
+def _resolve(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _stream_entries(response: Any) -> list[tuple[str, dict[str, str]]]:
@@ -176,14 +184,19 @@ class RedisBroker:
         self._take_over_script = self._redis.register_script(_TAKE_OVER_LUA)
         self._closed = False
 
-        # pub/sub state; changes to which channels Redis has are serialised by _sub_lock.
-        self._pubsub: PubSub | None = None
+        # pub/sub state; writes on the pub/sub connection and (re)connecting it are
+        # serialised by _sub_lock (see _ensure_reader).
+        self._conn: AbstractConnection | None = None
+        self._ready = False  # connected and subscribed to every wanted channel
+        self._attempt: asyncio.Future[BaseException | None] | None = None  # next connect's
+        self._wake = asyncio.Event()  # cuts the reader's backoff: a subscriber waits
         self._reader: asyncio.Task[None] | None = None
         self._sub_lock = asyncio.Lock()
         self._subs: dict[str, set[Subscription]] = {}  # Redis channel → local subscribers
-        # One future per SUBSCRIBE sent and not yet confirmed, oldest first: Redis confirms
-        # a connection's commands in order, so the next "subscribe" reply is the oldest's.
-        self._acks: dict[str, deque[asyncio.Future[None]]] = {}
+        # The waiters of each SUBSCRIBE sent and not yet confirmed, oldest first: Redis
+        # confirms a connection's commands in order, so the next "subscribe" reply is the
+        # oldest's.
+        self._acks: dict[str, deque[list[asyncio.Future[None]]]] = {}
 
         # connection counting
         self._local_connections = 0
@@ -227,35 +240,43 @@ class RedisBroker:
         )
 
     async def _open_subscription(self, sub: Subscription) -> None:
+        loop = asyncio.get_running_loop()
         async with self._sub_lock:
             self._check_open()
-            await self._ensure_reader()
-            assert self._pubsub is not None
+            self._ensure_reader()
+            assert self._conn is not None
             channel = sub.channel
             subs = self._subs.setdefault(channel, set())
             first = not subs
             subs.add(sub)
+            ack: asyncio.Future[None] = loop.create_future()
+            attempt: asyncio.Future[BaseException | None] | None = None
             if first:
-                ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 # Queued before sending: the reader may see the reply before send returns.
-                acks = self._acks.setdefault(channel, deque())
-                acks.append(ack)
-                try:
-                    await self._pubsub.subscribe(channel)
-                except BaseException as exc:
-                    acks.remove(ack)
-                    if not acks:
-                        del self._acks[channel]
-                    if isinstance(exc, CONNECTION_ERRORS):
-                        raise unavailable(exc) from exc  # 503, not 500 (kit/redis_client.py)
-                    raise
+                self._acks.setdefault(channel, deque()).append([ack])
+                if self._ready:
+                    try:
+                        await self._send("SUBSCRIBE", channel)
+                    except CONNECTION_ERRORS:
+                        attempt = self._await_reconnect()
+                else:
+                    # The reader subscribes every wanted channel when it (re)connects.
+                    attempt = self._await_reconnect()
             elif channel in self._acks:
                 # The channel's SUBSCRIBE is in flight: wait for the same confirmation.
-                ack = self._acks[channel][-1]
+                self._acks[channel][-1].append(ack)
+                if not self._ready:
+                    attempt = self._await_reconnect()
             else:
                 return  # already confirmed
-        # Shielded: one waiter giving up must not cancel the future others wait on.
         async with asyncio.timeout(self._subscribe_timeout):
+            if attempt is not None:
+                # Shielded: one waiter giving up must not cancel what others wait on.
+                failure = await asyncio.shield(attempt)
+                if failure is not None:
+                    if isinstance(failure, CONNECTION_ERRORS):
+                        raise unavailable(failure) from failure  # 503, not 500
+                    raise failure
             await asyncio.shield(ack)
         self._check_open()  # aclose() releases waiters by resolving their futures
 
@@ -265,63 +286,134 @@ class RedisBroker:
             if subs is None or sub not in subs:
                 return
             subs.discard(sub)
-            if subs or self._pubsub is None or self._closed:
+            if subs or self._conn is None or self._closed:
                 return
             del self._subs[sub.channel]
+            if not self._ready:
+                return  # the reader's reconnect subscribes only what is still wanted
             try:
-                await self._pubsub.unsubscribe(sub.channel)
+                await self._send("UNSUBSCRIBE", sub.channel)
             except CONNECTION_ERRORS as exc:
-                # Redis is down: logged once per outage; redis-py resubscribes only what it
-                # still lists once it reconnects.
-                unavailable(exc)
-            except RedisError:
-                # The connection is gone; redis-py resubscribes only what it still lists.
-                log.warning("UNSUBSCRIBE %s failed", sub.channel, exc_info=True)
+                unavailable(exc)  # Redis is down: logged once per outage
 
-    async def _ensure_reader(self) -> None:
-        if self._pubsub is not None:
+    # Why the pub/sub connection is ours and not a redis-py `PubSub`: every method of a
+    # PubSub may (re)connect its connection — get_message, subscribe and unsubscribe all
+    # go through `_execute`, whose failure callback disconnects and reconnects even with
+    # no retries, and `connect()` reconnects a closed connection. A reconnect reads the
+    # handshake's replies (CLIENT SETNAME …) and then resubscribes from its `on_connect`
+    # callback. With the reader blocked in get_message and replies, /ws sockets and
+    # GraphQL subscriptions (un)subscribing at any time, two coroutines reconnected the
+    # one connection at once after a Redis restart: two sockets (one leaked, unclosed),
+    # and two readers on one stream ("readuntil() called while another coroutine is
+    # already waiting"), which broke the fresh connection again. Here only the reader task
+    # ever connects or reads; others only write a command, under `_sub_lock`, and only
+    # while the reader reports the connection ready. A reconnect subscribes every channel
+    # that is wanted at that moment.
+
+    def _ensure_reader(self) -> None:
+        if self._conn is not None:
             return
-        pubsub = self._redis.pubsub()
-        # A permanent private channel keeps the connection subscribed, so the reader can
-        # block in get_message even while no local subscriber wants anything.
-        await pubsub.subscribe(f"{self.key_prefix}ps-worker:{self.worker_id}")
-        self._pubsub = pubsub
-        self._reader = asyncio.create_task(self._read_loop(pubsub), name="broker-pubsub")
+        # Not taken from the pool: this connection lives as long as the broker.
+        self._conn = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        self._attempt = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read_loop(self._conn), name="broker-pubsub")
 
-    async def _read_loop(self, pubsub: PubSub) -> None:
+    def _await_reconnect(self) -> asyncio.Future[BaseException | None]:
+        """The outcome of the reader's next connection attempt, woken now (under the lock)."""
+        self._ready = False
+        self._wake.set()
+        assert self._attempt is not None
+        return self._attempt
+
+    async def _send(self, *args: str) -> None:
+        """Write one (UN)SUBSCRIBE on the ready connection; never connects (the caller
+        holds `_sub_lock` and checked `_ready`). A failure leaves the reconnect to the
+        reader."""
+        assert self._conn is not None
+        if not self._conn.is_connected:
+            self._ready = False
+            raise RedisConnectionError("the pub/sub connection is being re-established")
+        try:
+            await self._conn.send_command(*args, check_health=False)
+        except BaseException:
+            self._ready = False  # send_command closed the connection: the reader's read ends
+            raise
+
+    async def _connect(self, conn: AbstractConnection) -> None:
+        """(Re)connect and subscribe every wanted channel; resolves the pending attempt."""
+        async with self._sub_lock:
+            self._check_open()
+            attempt = self._attempt
+            self._attempt = asyncio.get_running_loop().create_future()
+            try:
+                await conn.disconnect(nowait=True)
+                await conn.connect()  # type: ignore[no-untyped-call]
+                # Confirmations from the old connection never come: the one SUBSCRIBE
+                # below answers every waiter of a channel, and unwanted ones are dropped.
+                acks, self._acks = self._acks, {}
+                for channel, pending in acks.items():
+                    waiters = [ack for group in pending for ack in group]
+                    if channel in self._subs:
+                        self._acks[channel] = deque([waiters])
+                    else:
+                        _resolve(waiters)
+                if self._subs:
+                    await conn.send_command("SUBSCRIBE", *self._subs, check_health=False)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+                if attempt is not None and not attempt.done():
+                    attempt.set_result(exc)
+                raise
+            self._ready = True
+            if attempt is not None and not attempt.done():
+                attempt.set_result(None)
+        REDIS.up()
+
+    async def _read_loop(self, conn: AbstractConnection) -> None:
         backoff = 0.1
         while not self._closed:  # see _beat: cancellation alone is not enough
             try:
-                message = await pubsub.get_message(timeout=None)
+                if not self._ready:
+                    await self._connect(conn)
+                    backoff = 0.1
+                # math.inf: block without the socket timeout (keepalive notices a dead
+                # server); the connection stays for _connect to reset, not for the parser.
+                response = await conn.read_response(
+                    timeout=math.inf, disconnect_on_error=False, push_request=True)
             except Exception as exc:
                 if self._closed:
                     return
-                # Lost connection: redis-py reconnects on the next read and resubscribes
-                # every channel it lists. Messages published meanwhile are lost, as
-                # pub/sub promises nothing more. An outage is logged once, not per retry.
+                async with self._sub_lock:
+                    was_ready, self._ready = self._ready, False
+                # Messages published while the connection is down are lost, as pub/sub
+                # promises nothing more. An outage is logged once, not per retry.
                 if isinstance(exc, CONNECTION_ERRORS):
                     unavailable(exc)
                 else:
-                    log.warning("pub/sub read failed; retrying in %.1fs", backoff,
-                                exc_info=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                    log.warning("pub/sub connection failed; retrying", exc_info=True)
+                if not was_ready:  # a failed connect: wait, unless a subscriber asks now
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(backoff):
+                            await self._wake.wait()
+                    backoff = min(backoff * 2, 2.0)
+                self._wake.clear()
                 continue
-            backoff = 0.1
-            if message is None:
-                continue
-            kind, channel = message["type"], message["channel"]
-            if kind == "message":
-                for sub in tuple(self._subs.get(channel, ())):
-                    sub._deliver(message["data"])
-            elif kind == "subscribe":
-                acks = self._acks.get(channel)
-                if acks:
-                    ack = acks.popleft()
-                    if not ack.done():
-                        ack.set_result(None)
-                    if not acks:
-                        del self._acks[channel]
+            self._dispatch(response)
+
+    def _dispatch(self, response: Any) -> None:
+        if not isinstance(response, list) or len(response) < 3:
+            return
+        kind, channel = response[0], response[1]
+        if kind == "message":
+            for sub in tuple(self._subs.get(channel, ())):
+                sub._deliver(response[2])
+        elif kind == "subscribe":
+            acks = self._acks.get(channel)
+            if acks:
+                _resolve(acks.popleft())
+                if not acks:
+                    del self._acks[channel]
 
     # --- reply logs ---
     async def reply_start(self, reply_id: str, *, owner_id: str, meta: Event | None = None,
@@ -501,10 +593,11 @@ class RedisBroker:
                 sub._end()
         self._subs.clear()
         for acks in self._acks.values():
-            for ack in acks:
-                if not ack.done():
-                    ack.set_result(None)
+            for group in acks:
+                _resolve(group)
         self._acks.clear()
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt.set_result(BrokerClosed("broker is closed"))
         tasks = [t for t in (self._reader, self._heartbeat) if t is not None]
         for task in tasks:
             task.cancel()
@@ -521,6 +614,6 @@ class RedisBroker:
                     pipe.delete(self._worker_key(self.worker_id))
                     pipe.srem(self._workers_key, self.worker_id)
                     await pipe.execute()
-        if self._pubsub is not None:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        if self._conn is not None:
+            await self._conn.disconnect(nowait=True)
         await self._redis.aclose()
