@@ -8,7 +8,8 @@ redis errors (the broker's heartbeat, its best-effort cleanup) behaves exactly a
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis.asyncio
 import redis.asyncio.client
@@ -19,6 +20,7 @@ from resolvers.kit.errors import Unavailable
 from resolvers.kit.outages import outage
 
 REDIS = outage("redis")
+T = TypeVar("T")
 
 
 class RedisUnavailable(Unavailable, RedisConnectionError):
@@ -39,6 +41,34 @@ def unavailable(exc: BaseException) -> RedisUnavailable:
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+def is_connection_failure(exc: BaseException) -> bool:
+    """A failure to reach Redis, as opposed to an error Redis answered."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    # uvloop raises RuntimeError, not a ConnectionError, when a write meets a transport the
+    # peer has just closed (Redis died during a fresh connection's handshake).
+    return isinstance(exc, RuntimeError) and str(exc).startswith("unable to perform operation on")
+
+
+async def _once_more(attempt: Callable[[], Awaitable[T]], *, retry: Callable[[], bool]) -> T:
+    """`attempt()`, tried once more after a connection failure when `retry()` says so at that
+    moment (after a Redis restart every pooled connection is broken once), then
+    `RedisUnavailable`."""
+    try:
+        try:
+            result = await attempt()
+        except Exception as exc:
+            if not (is_connection_failure(exc) and retry()):
+                raise
+            result = await attempt()
+    except Exception as exc:
+        if is_connection_failure(exc):
+            raise unavailable(exc) from exc
+        raise
+    REDIS.up()
+    return result
+
+
 class Redis(redis.asyncio.Redis):
     """redis-py's client; a command that fails on a broken connection is tried once more on
     a new one (after a Redis restart every pooled connection is broken once: without this,
@@ -53,19 +83,12 @@ class Redis(redis.asyncio.Redis):
     _closing = False
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        try:
-            try:
-                result = await super().execute_command(  # type: ignore[no-untyped-call]
-                    *args, **options)
-            except CONNECTION_ERRORS:
-                if self._closing:
-                    raise
-                result = await super().execute_command(  # type: ignore[no-untyped-call]
-                    *args, **options)
-        except CONNECTION_ERRORS as exc:
-            raise unavailable(exc) from exc
-        REDIS.up()
-        return result
+        async def attempt() -> Any:
+            return await super(Redis, self).execute_command(  # type: ignore[no-untyped-call]
+                *args, **options)
+
+        # Nothing is retried once aclose() has begun: it cuts blocked reads on purpose.
+        return await _once_more(attempt, retry=lambda: not self._closing)
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         # Pipelines send their commands without execute_command: they map failures in
@@ -86,15 +109,16 @@ class Pipeline(redis.asyncio.client.Pipeline):
         stack = list(self.command_stack)
         if not stack:  # an empty pipeline answers without asking Redis
             return await super().execute(raise_on_error)
-        try:
-            try:
-                result: list[Any] = await super().execute(raise_on_error)
-            except CONNECTION_ERRORS:
+        tries = 0
+
+        async def attempt() -> list[Any]:
+            nonlocal tries
+            if tries:
                 # redis-py's reset() emptied the stack; nothing ran on a connection that
                 # failed before answering, and our pipelines are idempotent.
-                self.command_stack = stack
-                result = await super().execute(raise_on_error)
-        except CONNECTION_ERRORS as exc:
-            raise unavailable(exc) from exc
-        REDIS.up()
-        return result
+                self.command_stack = list(stack)
+            tries += 1
+            result: list[Any] = await super(Pipeline, self).execute(raise_on_error)
+            return result
+
+        return await _once_more(attempt, retry=lambda: True)
