@@ -43,10 +43,11 @@ def _unreachable(kind: str, error: BaseException) -> None:
     pytest.skip(f"{message}; start it to run these tests")
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh database for this test session, migrated once; dropped at the end."""
-    name = f"chatstudio_test_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def scratch_postgres(prefix: str = "chatstudio_test") -> Iterator[str]:
+    """An empty PostgreSQL database of its own (its async URL), dropped afterwards; fails in CI
+    and skips elsewhere when PostgreSQL is not reachable."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
         conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
@@ -60,16 +61,24 @@ def postgres_database() -> Iterator[str]:
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         _unreachable("PostgreSQL", exc)
     base, _, _ = POSTGRES_URL.rpartition("/")
-    url = f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
-    async def migrate() -> None:
-        db = Database(url)
-        await upgrade(db.engine)
-        await db.dispose()
 
-    asyncio.run(migrate())
-    yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh database for this test session, migrated once; dropped at the end."""
+    with scratch_postgres() as url:
+
+        async def migrate() -> None:
+            db = Database(url)
+            await upgrade(db.engine)
+            await db.dispose()
+
+        asyncio.run(migrate())
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -5,7 +5,6 @@ tests that only need one.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import glob
 import os
@@ -15,16 +14,14 @@ import signal
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 import redis
 
 from tests.chat.support import FakeThread
-from tests.conftest import IN_CI, POSTGRES_URL, _unreachable, free_port
+from tests.conftest import IN_CI, free_port, scratch_postgres
 
 SHARED_REDIS_URL = os.environ.get("TEST_REDIS_URL_FAULTS", "redis://127.0.0.1:6379/12")
 
@@ -177,22 +174,8 @@ def provider_fakes() -> Iterator[FakeThread]:
 @pytest.fixture
 def fresh_postgres_url() -> Iterator[str]:
     """An empty PostgreSQL database (not migrated), dropped afterwards."""
-    name = f"chatstudio_fresh_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        _unreachable("PostgreSQL", exc)
-    base, _, _ = POSTGRES_URL.rpartition("/")
-    yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_postgres("chatstudio_fresh") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -9,7 +9,6 @@ tests/guide/package-lock.json into a cache folder outside the repository, once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ import pytest
 
 from tests.chat.support import NO_RATE_LIMITS, FakeThread
 from tests.conftest import LiveServer, make_settings, register
+from tests.npm import npm_packages
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -32,40 +32,10 @@ GUIDE = ROOT.parent / "shared" / "seed" / "backend-integration-guide.md"
 pytestmark = pytest.mark.slow
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is not installed: .ci/run installs nodejs and npm")
-    pytest.skip(f"{name} is not installed (apt-get install -y nodejs npm)")
-
-
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
-    """tests/guide's npm packages, installed once per lock file into a cache folder."""
-    node, npm = _tool("node"), _tool("npm")
-    lock = (HERE / "package-lock.json").read_bytes()
-    base = Path(os.environ.get("GUIDE_NODE_CACHE")
-                or Path.home() / ".cache" / "chat-studio" / "guide-node")
-    target = base / hashlib.sha256(lock).hexdigest()[:16]
-    if not (target / "node_modules" / ".package-lock.json").exists():
-        staging = base / f"staging-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(HERE / name, staging / name)
-        result = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-                                cwd=staging, capture_output=True, text=True, timeout=600,
-                                check=False)
-        if result.returncode != 0:
-            shutil.rmtree(staging, ignore_errors=True)
-            pytest.fail(f"npm ci failed: {result.stderr[-2000:]}")
-        try:
-            staging.rename(target)
-        except OSError:  # another run installed it meanwhile
-            shutil.rmtree(staging, ignore_errors=True)
-    assert node
-    return target / "node_modules"
+    """tests/guide's npm packages (axios, React, ws, TypeScript)."""
+    return npm_packages(HERE, "guide-node")
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,10 @@ repository, once per lock file (the pattern of tests/guide).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 
 from resolvers.kit.settings import Settings
 from tests.conftest import LiveServer, free_port, make_settings
+from tests.npm import npm_packages, tool
 
 HERE = Path(__file__).resolve().parent
 CLIENT_ID = "chat-studio-tests"
@@ -32,40 +31,10 @@ NO_LIMITS: dict[str, Any] = {"rate_limit_auth_per_address": 0,
                              "rate_limit_auth_per_username": 0}
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is not installed: .ci/run installs nodejs and npm")
-    pytest.skip(f"{name} is not installed (apt-get install -y nodejs npm)")
-
-
 @pytest.fixture(scope="session")
 def oidc_node_modules() -> Path:
-    """tests/identity's npm packages, installed once per lock file into a cache folder."""
-    _tool("node")
-    npm = _tool("npm")
-    lock = (HERE / "package-lock.json").read_bytes()
-    base = Path(os.environ.get("IDENTITY_NODE_CACHE")
-                or Path.home() / ".cache" / "chat-studio" / "identity-node")
-    target = base / hashlib.sha256(lock).hexdigest()[:16]
-    if not (target / "node_modules" / ".package-lock.json").exists():
-        staging = base / f"staging-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(HERE / name, staging / name)
-        result = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-                                cwd=staging, capture_output=True, text=True, timeout=600,
-                                check=False)
-        if result.returncode != 0:
-            shutil.rmtree(staging, ignore_errors=True)
-            pytest.fail(f"npm ci failed: {result.stderr[-2000:]}")
-        try:
-            staging.rename(target)
-        except OSError:  # another run installed it meanwhile
-            shutil.rmtree(staging, ignore_errors=True)
-    return target / "node_modules"
+    """tests/identity's npm packages (`oidc-provider`)."""
+    return npm_packages(HERE, "identity-node")
 
 
 @dataclass
@@ -88,7 +57,7 @@ def running_provider(node_modules: Path, folder: Path, *, port: int,
     env = {**os.environ, "OIDC_PORT": str(port), "OIDC_CLIENT_ID": CLIENT_ID,
            "OIDC_CLIENT_SECRET": CLIENT_SECRET, "OIDC_REDIRECT_URI": redirect_uri,
            "NODE_ENV": "test"}
-    process = subprocess.Popen([_tool("node"), str(script)], cwd=folder, env=env, text=True,
+    process = subprocess.Popen([tool("node"), str(script)], cwd=folder, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert process.stdout is not None

@@ -4,13 +4,10 @@ migrated schema is exactly what the models describe."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -21,7 +18,7 @@ from sqlmodel import SQLModel
 from resolvers.kit.db import Database
 from resolvers.kit.migrate import include_object, upgrade
 from resolvers.kit.security import Security
-from tests.conftest import POSTGRES_URL, LiveServer, _unreachable, bearer, make_settings
+from tests.conftest import LiveServer, bearer, make_settings, scratch_postgres
 
 PASSWORD = "correct horse battery"
 
@@ -32,22 +29,8 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
         return
-    name = f"chatstudio_mig_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        _unreachable("PostgreSQL", exc)
-    base, _, _ = POSTGRES_URL.rpartition("/")
-    yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_postgres("chatstudio_mig") as url:
+        yield url
 
 
 async def test_upgrade_keeps_users_and_their_data(empty_database: str, tmp_path: Path) -> None:
