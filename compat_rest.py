@@ -168,6 +168,9 @@ class ChatRequest(BaseModel):
     conversation_id: str | None = None
     request_id: str | None = None
     system_prompt: str | None = None
+    files: list[str] = Field(default_factory=list, description=(
+        "Ids of your files to answer from: their best passages go into the prompt, and the "
+        "reply starts with a `citations` event"))
 
 
 class ChatOut(BaseModel):
@@ -177,6 +180,7 @@ class ChatOut(BaseModel):
     request_id: str
     finish_reason: str
     message_id: str | None = None
+    citations: list[dict[str, Any]] | None = None
 
 
 class ModelOut(BaseModel):
@@ -203,6 +207,8 @@ def message_json(row: conversations.MessageView, *, whole_tree: bool = False) ->
         data["model"] = row.model
     if row.status is not None:
         data["status"] = row.status
+    if row.citations:
+        data["citations"] = row.citations
     data["parentId"] = row.parent_id
     data["siblingIds"] = row.sibling_ids
     if whole_tree:
@@ -519,7 +525,7 @@ def chat_params(body: ChatRequest) -> chat.ChatParams:
                                         timestamp=m.timestamp) for m in body.messages],
         model=body.model, temperature=body.temperature, max_tokens=body.max_tokens,
         conversation_id=body.conversation_id, request_id=body.request_id,
-        system_prompt=body.system_prompt,
+        system_prompt=body.system_prompt, files=tuple(body.files),
     )
 
 
@@ -599,6 +605,8 @@ def chat_json(result: chat.ChatResult) -> dict[str, Any]:
                             "finish_reason": result.finish_reason}
     if result.message_id is not None:
         data["message_id"] = result.message_id
+    if result.citations:
+        data["citations"] = result.citations
     return data
 
 

@@ -112,7 +112,15 @@ def chat_params(data: dict[str, Any]) -> chat.ChatParams:
         conversation_id=_field(data, "conversation_id", str),
         request_id=_field(data, "request_id", str),
         system_prompt=_field(data, "system_prompt", str),
+        files=_file_ids(data),
     )
+
+
+def _file_ids(data: dict[str, Any]) -> tuple[str, ...]:
+    ids = _field(data, "files", list, [])
+    if not all(isinstance(item, str) for item in ids):
+        raise BadInput("files must be a list of file ids", field="files")
+    return tuple(ids)
 
 
 class InvalidMessage(Exception):

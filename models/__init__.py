@@ -6,16 +6,19 @@ from models.tables import (
     BudgetLedger,
     BudgetReservation,
     Conversation,
+    FileChunk,
     Invite,
     Message,
     OAuthIdentity,
     OAuthLogin,
     RecoveryCode,
     RefreshToken,
+    StoredFile,
     TokenUsage,
     User,
 )
 
 __all__ = ["ApiKey", "AuditEvent", "BudgetLedger", "BudgetReservation", "Conversation",
-           "Invite", "Message", "OAuthIdentity", "OAuthLogin", "RecoveryCode", "RefreshToken",
-           "TokenUsage", "User"]
+           "FileChunk", "Invite", "Message", "OAuthIdentity", "OAuthLogin", "RecoveryCode",
+           "RefreshToken",
+           "StoredFile", "TokenUsage", "User"]

@@ -10,6 +10,7 @@ from resolvers import billing
 from resolvers.billing import Billing, PriceTable, to_micros
 from resolvers.chat import Chat
 from resolvers.chat.limits import ChatLimits
+from resolvers.files import Files
 from resolvers.kit.broker import make_broker
 from resolvers.kit.db import Database
 from resolvers.kit.migrate import upgrade
@@ -66,6 +67,9 @@ async def running_services(
                         settings.default_monthly_budget_usd)),
                 titles=Titles(db=db, broker=broker, registry=registry,
                               model=settings.title_model, enabled=settings.auto_title))
+    chat.retrieval_chars = settings.retrieval_context_chars
+    files = Files(db=db, directory=settings.data_dir / "files",
+                  max_bytes=int(settings.max_upload_mb * 1024 * 1024))
     sign_on = SignOn(settings)
     try:
         await upgrade(db.engine)
@@ -78,9 +82,13 @@ async def running_services(
         if load is not None:
             seconds = await load()
             log.info("embedded model loaded in %.2fs", seconds)
+        resumed = await files.resume()  # extractions a stopped process left unfinished
+        if resumed:
+            log.info("resumed the extraction of %d files", resumed)
         yield Services(settings=settings, db=db, security=Security(settings), broker=broker,
-                       chat=chat, limiter=limiter, sign_on=sign_on)
+                       chat=chat, limiter=limiter, sign_on=sign_on, files=files)
     finally:
+        await files.aclose()
         await sign_on.aclose()
         await chat.aclose()
         await broker.aclose()

@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext
 from schema.branches import BranchMutation, BranchSubscription
 from schema.chat import ChatMutation, ChatQuery
 from schema.errors import ErrorCodes
+from schema.files import FilesMutation, FilesQuery
 from schema.identity import IdentityMutation, IdentityQuery
 from schema.keys import KeysMutation, KeysQuery
 from schema.mutations import Mutation as CoreMutation
@@ -38,10 +39,11 @@ class Schema(strawberry.Schema):
         return None
 
 
-Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery, KeysQuery, TransferQuery))
+Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery, KeysQuery, TransferQuery,
+                             FilesQuery))
 Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation,
                                     IdentityMutation, KeysMutation, BranchMutation,
-                                    TransferMutation))
+                                    TransferMutation, FilesMutation))
 Subscription = merge_types("Subscription", (CoreSubscription, TitleSubscription,
                                             BranchSubscription))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from resolvers import chat
+from schema.citations import Citation, citations_of
 from schema.queries import ctx
 from schema.scalars import Timestamp
 from schema.types import Role
@@ -40,6 +41,10 @@ class ChatInput:
         default=None, description="Your id for this reply: used by stopChat and to resume"
     )
     system_prompt: str | None = None
+    files: list[strawberry.ID] = strawberry.field(
+        default_factory=list,
+        description="Ids of your files to answer from: their best passages go into the prompt "
+                    "and the reply carries their citations")
 
 
 @strawberry.type
@@ -51,13 +56,15 @@ class ChatReply:
     finish_reason: str
     message_id: strawberry.ID | None = strawberry.field(
         default=None, description="The stored reply, when the request named a conversation")
+    citations: list[Citation] = strawberry.field(default_factory=list)
 
 
 def reply_of(result: chat.ChatResult) -> ChatReply:
     return ChatReply(content=result.content, tokens=result.tokens, model=result.model,
                      request_id=strawberry.ID(result.request_id),
                      finish_reason=result.finish_reason,
-                     message_id=strawberry.ID(result.message_id) if result.message_id else None)
+                     message_id=strawberry.ID(result.message_id) if result.message_id else None,
+                     citations=citations_of(result.citations))
 
 
 def chat_params(data: ChatInput) -> chat.ChatParams:
@@ -68,7 +75,7 @@ def chat_params(data: ChatInput) -> chat.ChatParams:
         model=data.model, temperature=data.temperature, max_tokens=data.max_tokens,
         conversation_id=str(data.conversation_id) if data.conversation_id else None,
         request_id=str(data.request_id) if data.request_id else None,
-        system_prompt=data.system_prompt,
+        system_prompt=data.system_prompt, files=tuple(str(f) for f in data.files),
     )
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from models import ApiKey, User
-from resolvers import access, auth, billing, conversations
+from resolvers import access, auth, billing, conversations, files
 from resolvers.billing import Billing, Price, Reservation
 from resolvers.chat.events import (
     COMPLETE,
@@ -37,6 +37,7 @@ from resolvers.chat.events import (
     INTERRUPTED,
     STOPPED,
     ChatChunk,
+    ChatCitations,
     ChatComplete,
     ChatError,
     ChatToolCall,
@@ -55,6 +56,7 @@ from resolvers.chat.params import (
     ChatParams,
     validated,
 )
+from resolvers.files import retrieval
 from resolvers.kit import metrics
 from resolvers.kit.broker import DEFAULT_LEASE_SECONDS, Broker, ReplyExists
 from resolvers.kit.clock import now_ms
@@ -111,6 +113,7 @@ class ChatResult:
     prompt_tokens: int = 0
     tool_calls: list[ToolCall] = field(default_factory=list)
     message_id: str | None = None  # the stored reply, when the request named a conversation
+    citations: list[dict[str, Any]] = field(default_factory=list)  # the `files` it was given
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +257,26 @@ class Chat:
         return self.lease_seconds / 4
     # Titles conversations after their first reply (AUTO_TITLE); built by assembly.py.
     titles: Titles | None = None
+    # At most this many characters of a request's `files` go into the prompt (less when the
+    # model's context is smaller: see _sources).
+    retrieval_chars: int = 12_000
+
+    async def _sources(self, actor: User, params: ChatParams, model: str
+                       ) -> list[retrieval.Passage]:
+        """The passages of the request's `files` for its newest message, within the model's
+        context. Another user's file id is a NotFound, and nothing is read from it."""
+        async with self.db.session() as session:
+            rows = await files.owned(session, actor, list(params.files))
+            files.require_ready(rows)
+            passages = await retrieval.search(session, actor, file_ids=[r.id for r in rows],
+                                              question=params.messages[-1].content)
+        budget = self.retrieval_chars
+        info = next((m for m in await self.models() if m.id == model), None)
+        if info is not None and info.context_length:
+            # What the context has left after the reply and the messages, ~3 chars a token.
+            used = sum(len(m.content) for m in params.messages) // 3 + params.max_tokens
+            budget = min(budget, max(0, info.context_length - used) * 3)
+        return retrieval.within_budget(passages, budget)
 
     async def models(self) -> list[ModelInfo]:
         return await self.registry.list_models()
@@ -333,6 +356,15 @@ class Chat:
                     system_prompt = conversation.system_prompt
         if system_prompt and not any(m.role == "system" for m in history):
             history.insert(0, ChatMessage(role="system", content=system_prompt))
+        citations: list[dict[str, Any]] | None = None
+        if params.files:
+            passages = await self._sources(actor, params, model)
+            citations = [{"file_id": p.file_id, "filename": p.filename,
+                          "snippet": p.snippet(), "score": p.score} for p in passages]
+            if passages:  # after the system messages, before the conversation
+                at = next((i for i, m in enumerate(history) if m.role != "system"), 0)
+                history.insert(at, ChatMessage(role="system",
+                                               content=retrieval.prompt_of(passages)))
         # budgets: hold the worst case (every prompt byte a token, max_tokens generated)
         # before anything is started; settled to the real cost when the reply ends.
         price = self.billing.prices.price(provider.name, model)
@@ -382,7 +414,7 @@ class Chat:
         running = _Running(stop=StopSignal())
         task = asyncio.create_task(
             self._generate(actor, key, request_id, provider, request, running, params,
-                           _Bill(price, reservation), reply_parent),
+                           _Bill(price, reservation), reply_parent, citations),
             name=f"reply {key}",
         )
         running.task = task
@@ -394,7 +426,8 @@ class Chat:
     async def _generate(self, actor: User, key: str, request_id: str, provider: Provider,
                         request: GenerationRequest, running: _Running,
                         params: ChatParams, bill: _Bill,
-                        reply_parent: str | None = None) -> None:
+                        reply_parent: str | None = None,
+                        citations: list[dict[str, Any]] | None = None) -> None:
         stop = running.stop
         parts: list[str] = []
         status, finish_reason = ERROR, "error"
@@ -405,6 +438,9 @@ class Chat:
         started = time.perf_counter()
         first_token_at: float | None = None  # metrics
         try:
+            if citations is not None:  # first: the sources the reply is given
+                await self.broker.reply_append(key, ChatCitations(
+                    sources=citations, request_id=request_id).to_log())
             async for item in provider.stream(request, stop):
                 if isinstance(item, TextChunk):
                     if item.text:
@@ -469,7 +505,8 @@ class Chat:
                 message_id = await self._store(
                     actor, params, content=content, model=request.model, status=status,
                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                    request_id=request_id, bill=bill, reply_parent=reply_parent)
+                    request_id=request_id, bill=bill, reply_parent=reply_parent,
+                    citations=citations)
                 terminal = dataclasses.replace(
                     terminal, message_id=message_id,
                     elapsed_ms=round((time.perf_counter() - started) * 1000))
@@ -595,7 +632,8 @@ class Chat:
     async def _store(self, actor: User, params: ChatParams, *, content: str, model: str,
                      status: str, prompt_tokens: int, completion_tokens: int,
                      request_id: str, bill: _Bill | None,
-                     reply_parent: str | None = None) -> str | None:
+                     reply_parent: str | None = None,
+                     citations: list[dict[str, Any]] | None = None) -> str | None:
         """Keep the reply, its usage and cost (settling its budget reservation). Failures
         here are logged, never raised: the client still gets its terminal event.
         `bill` None: a reply closed for a dead worker, whose reservation lives in the dead
@@ -615,7 +653,7 @@ class Chat:
                         session, actor, conversation_id=params.conversation_id,
                         messages=[conversations.MessageInput(
                             content=content, role="assistant", tokens=completion_tokens,
-                            model=model, status=status)],
+                            model=model, status=status, citations=citations or None)],
                         # Under the message it answers, wherever the active path is now.
                         under=conversations.Under(reply_parent) if reply_parent else None,
                     )
@@ -699,8 +737,11 @@ class Chat:
         handle = await self.start(actor, params, api_key=api_key)
         parts: list[str] = []
         calls: list[ToolCall] = []
+        sources: list[dict[str, Any]] = []
         async for _seq, event in self.events(actor, handle.request_id):
             match event:
+                case ChatCitations():
+                    sources = event.sources
                 case ChatChunk():
                     parts.append(event.content)
                 case ChatToolCall():
@@ -711,7 +752,7 @@ class Chat:
                                       model=event.model, request_id=handle.request_id,
                                       finish_reason=event.finish_reason,
                                       prompt_tokens=event.prompt_tokens, tool_calls=calls,
-                                      message_id=event.message_id)
+                                      message_id=event.message_id, citations=sources)
                 case ChatError():
                     raise error_of(event)
         raise AppError("The reply ended without a result")

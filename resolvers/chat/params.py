@@ -34,6 +34,7 @@ STOP_LENGTH_MAX = 256
 TOOLS_MAX = 128  # OpenAI's limit
 TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TOOL_CHOICES = ("auto", "none", "required")
+FILES_MAX = 20  # files per chat request
 
 
 @dataclass(slots=True)
@@ -72,6 +73,9 @@ class ChatParams:
     tools: tuple[Tool, ...] = ()
     tool_choice: str | None = None  # "auto" | "none" | "required" | a tool's name
     branch: Branch | None = None
+    # Ids of the caller's files to answer from (issue 16): their best passages go into the
+    # prompt and the reply starts with a `citations` event.
+    files: tuple[str, ...] = ()
 
 
 def _check_tool_name(name: str, field: str) -> None:
@@ -107,6 +111,10 @@ def validated(params: ChatParams) -> ChatParams:
     BAD_USER_INPUT / bad_request) naming the first field that breaks one."""
     if not params.messages:
         raise ValidationFailed("messages must hold at least one message", field="messages")
+    if len(params.files) > FILES_MAX:
+        raise ValidationFailed(f"at most {FILES_MAX} files per request", field="files")
+    for file_id in params.files:
+        validation.bounded_text(file_id, field="files", limit=64)
     if len(params.messages) > MESSAGES_MAX:
         raise ValidationFailed(f"at most {MESSAGES_MAX} messages per request", field="messages")
     for message in params.messages:
