@@ -77,10 +77,13 @@ class FilesMutation:
                          "is extracted in the background: poll `file(id)` for `ready`.")
     async def upload_file(self, info: strawberry.Info, file: Upload) -> FileType:
         context = ctx(info)
-        actor = await context.actor("write")
         upload = cast(UploadFile, file)  # what Strawberry's FastAPI integration hands over
-        row = await _service(context).upload(actor, filename=upload.filename,
-                                             data=_pieces(upload))
+        try:
+            actor = await context.actor("write")
+            row = await _service(context).upload(actor, filename=upload.filename,
+                                                 data=_pieces(upload))
+        finally:
+            await upload.close()  # Strawberry leaves the form's spooled file open
         return FileType.from_model(row)
 
     @strawberry.mutation(description="Delete one of your files, its passages and their index.")

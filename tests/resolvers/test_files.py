@@ -55,7 +55,7 @@ async def test_every_kind_is_read_and_found(services: Services) -> None:
     user = await _user(services)
     samples = {
         "guide.md": b"# Llamas\n\nLlamas hum when they are **content**.\n",
-        "notes.txt": "Ostriches sprint at seventy kilometres an hour.\n".encode(),
+        "notes.txt": b"Ostriches sprint at seventy kilometres an hour.\n",
         "page.html": b"<html><head><style>.walrus{}</style><script>var walrus=1;</script>"
                      b"</head><body><p>Narwhals have one long tusk.</p></body></html>",
         "report.pdf": documents.pdf_with_text(["Quarterly revenue grew by eleven percent",
@@ -72,11 +72,12 @@ async def test_every_kind_is_read_and_found(services: Services) -> None:
     assert rows["memo.docx"].kind == "docx"
     assert rows["page.html"].kind == "html" and rows["main.py"].kind == "code"
     ids = [r.id for r in rows.values()]
-    for question, name in [("Why do llamas hum?", "guide.md"), ("How fast is an ostrich", "notes.txt"),
-                           ("narwhals tusk", "page.html"), ("platypus revenue", "report.pdf"),
-                           ("When does capybara ship?", "memo.docx"), ("flamingo legs", "table.csv"),
-                           ("toucan", "data.json"), ("pangolin_scales", "main.py"),
-                           ("熊猫吃什么", "中文.txt")]:
+    questions = [("Why do llamas hum?", "guide.md"), ("How fast is an ostrich", "notes.txt"),
+                 ("narwhals tusk", "page.html"), ("platypus revenue", "report.pdf"),
+                 ("When does capybara ship?", "memo.docx"), ("flamingo legs", "table.csv"),
+                 ("toucan", "data.json"), ("pangolin_scales", "main.py"),
+                 ("熊猫吃什么", "中文.txt")]
+    for question, name in questions:
         found = await _search(services, user, ids, question)
         assert found and found[0].filename == name, (question, found)
     # The HTML's script and style were dropped, not indexed.
