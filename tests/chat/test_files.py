@@ -22,7 +22,7 @@ from tests.chat.conftest import provider_settings
 from tests.chat.support import FakeThread, User, new_user, read_all
 from tests.conftest import LiveServer
 from tests.fakes import documents
-from tests.realtime.clients import recv_until, user_id
+from tests.realtime.clients import GraphQLWS, recv_until, user_id
 
 LIMIT = 30
 PDF_LINES = ["Acme Robotics annual report.", "The heron robot was recalled in June",
@@ -139,7 +139,8 @@ async def test_another_users_files_are_missing_on_every_face(
         "mutation($input: ChatInput!) { chat(input: $input) { content } }",
         input={"messages": [{"role": "user", "content": QUESTION}], "files": [pdf_id]})
     assert data["errors"][0]["extensions"]["code"] == "NOT_FOUND"
-    assert fakes.openai.requests == []  # nothing was generated, nothing retrieved
+    # Nothing was generated (the model list may have been read; no completion was asked).
+    assert [r.path for r in fakes.openai.requests if r.method == "POST"] == []
     # The owner still has it, and can download it as uploaded.
     content = await user.http.get(f"/api/files/{pdf_id}/content", headers=user.headers)
     assert content.status_code == 200
@@ -229,3 +230,51 @@ async def test_a_huge_upload_is_refused_while_it_streams(small_limit_server: Liv
         assert (await http.get("/api/files", headers=owner.headers)).json() == []
     files_dir = tmp_path / "data" / "files"
     assert not files_dir.exists() or list(files_dir.iterdir()) == []
+
+
+CITATIONS_STREAM = """subscription($i: ChatInput!) { chatStream(input: $i) {
+  __typename
+  ... on ChatCitations { sources { fileId filename snippet score } }
+  ... on ChatComplete { finishReason } } }"""
+
+
+def camel(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"file_id": s["fileId"], "filename": s["filename"], "snippet": s["snippet"],
+             "score": s["score"]} for s in sources]
+
+
+async def test_every_face_gives_the_same_citations(user: User, fakes: FakeThread) -> None:
+    pdf_id, md_id = await two_files(user)
+    question = {"messages": [{"role": "user", "content": "How much sun do tomatoes need?"}],
+                "files": [pdf_id, md_id]}
+    seen: dict[str, Any] = {}
+    prompts: dict[str, str] = {}
+    whole = await user.post_chat(**question)
+    seen["rest"], prompts["rest"] = whole.json()["citations"], system_text(fakes)
+    async with user.http.stream("POST", "/api/chat", headers=user.headers,
+                                json={**question, "stream": True}) as response:
+        seen["rest_sse"] = (await read_all(response))[0].data["sources"]
+    prompts["rest_sse"] = system_text(fakes)
+    token = user.headers["Authorization"].removeprefix("Bearer ")
+    uid = await user_id(user.http, token)
+    ws_url = str(user.http.base_url).replace("http", "ws", 1)
+    async with connect(f"{ws_url}/ws/{uid}?token={token}") as ws:
+        await ws.send(json.dumps({"type": "chat", "request_id": uuid.uuid4().hex, **question}))
+        seen["ws"] = (await recv_until(ws, "citations"))["sources"]
+        await recv_until(ws, "chat_complete")
+    prompts["ws"] = system_text(fakes)
+    data = await user.graphql("""mutation($i: ChatInput!) { chat(input: $i) {
+        citations { fileId filename snippet score } } }""", i=question)
+    seen["graphql"], prompts["graphql"] = camel(data["data"]["chat"]["citations"]), \
+        system_text(fakes)
+    async with GraphQLWS.connect(ws_url, "graphql-transport-ws") as client:
+        assert (await client.init({"token": token}))["type"] == "connection_ack"
+        await client.subscribe("1", CITATIONS_STREAM, {"i": question})
+        first, *_rest = await client.collect("1", "chatStream")
+    assert first["__typename"] == "ChatCitations"
+    seen["graphql_ws"], prompts["graphql_ws"] = camel(first["sources"]), system_text(fakes)
+    for face in seen:
+        assert seen[face] == seen["rest"], face
+        assert prompts[face] == prompts["rest"], face
+    assert seen["rest"][0]["filename"] == "garden.md"
+    assert "six hours of sun" in prompts["rest"]
