@@ -71,9 +71,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == 'sqlite':
+        for trigger in ('file_chunk_search_ai', 'file_chunk_search_ad'):
+            op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
         op.execute("DROP TABLE IF EXISTS file_chunk_search")
-    with op.batch_alter_table('messages') as batch:
-        batch.drop_column('citations')
     op.drop_table('file_chunks')
     op.drop_index('ix_files_user_created', table_name='files')
     op.drop_table('files')
+    # A plain DROP COLUMN (SQLite 3.35+), never a batch recreate of messages.
+    op.drop_column('messages', 'citations')
