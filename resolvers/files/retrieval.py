@@ -23,6 +23,7 @@ from resolvers.kit import metrics, textsearch
 
 TERMS_MAX = 48
 TOP_K = 8
+PREFIX_MIN = 4  # words this long also match as prefixes
 SNIPPET_CHARS = 240
 
 
@@ -39,10 +40,27 @@ class Passage:
             else self.text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + "…"
 
 
+# English function words: in a question they match nearly every passage, which costs time
+# (PostgreSQL ranks every match) and ranks nothing. Left out unless the question has nothing
+# else.
+STOPWORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further
+had has have having he her here hers herself him himself his how i if in into is it its
+itself just me more most my myself no nor not now of off on once only or other our ours
+ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we were
+what when where which while who whom why will with would you your yours yourself yourselves
+get got may might must shall""".split())
+
+
 def query_terms(question: str) -> list[str]:
-    """Distinct search terms of a question: its words, and for CJK runs their adjacent pairs
-    (a phrase of two characters) — each character alone matches far too much."""
+    """Distinct search terms of a question: its words but function words, and for CJK runs
+    their adjacent pairs (a phrase of two characters) — each character alone matches far too
+    much."""
     words = textsearch.words(question)
+    content = [w for w in words if w not in STOPWORDS]
+    words = content or words
     terms: list[str] = []
     for i, word in enumerate(words):
         if textsearch.is_cjk(word):
@@ -83,11 +101,17 @@ async def search(session: AsyncSession, actor: User, *, file_ids: Sequence[str],
         return []
     started = time.perf_counter()
     sqlite = session.bind is not None and session.bind.dialect.name == "sqlite"
+    # A longer Latin word also matches as a prefix ("bicycle" finds "bicycles", "park"
+    # "parking"): no stemmer is language-neutral, a prefix nearly is.
+    def prefix(term: str) -> bool:
+        return len(term) >= PREFIX_MIN and not textsearch.is_cjk(term[0])
+
     if sqlite:  # words hold only letters and digits: quoting them is safe
-        match = " OR ".join(f'"{term}"' for term in terms)
+        match = " OR ".join(f'"{term}"' + ("*" if prefix(term) else "") for term in terms)
         sql = SQLITE_QUERY
     else:
-        match = " | ".join("(" + " <-> ".join(term.split()) + ")" for term in terms)
+        match = " | ".join("(" + " <-> ".join(term.split()) + (":*" if prefix(term) else "")
+                           + ")" for term in terms)
         sql = POSTGRES_QUERY
     statement = text(sql).bindparams(bindparam("file_ids", expanding=True))
     result = await session.exec(statement, params={  # type: ignore[call-overload]
