@@ -148,7 +148,9 @@ class MessageOnly(BaseModel):
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str | None = None
-    content: str
+    content: str | list[dict[str, Any]] = Field(description=(
+        "Text, or content parts: {type: text, text}, {type: image_url, image_url: {url: "
+        "data:image/...;base64,...}}, {type: file, file_id} (an uploaded image)"))
     role: str | None = Field(None, json_schema_extra={"enum": [*sorted(validation.ROLES)]})
     timestamp: StrictInt | None = None
 
@@ -519,10 +521,15 @@ async def list_models(services: ServicesDep, caller: ModelsCallerDep) -> list[di
              "default": m.id == default} for m in await services.chat.models_for(user)]
 
 
+def chat_message(m: ChatMessageIn) -> chat.ChatMessageInput:
+    text, images = chat.content_parts(m.content)
+    return chat.ChatMessageInput(role=m.role, content=text, id=m.id, timestamp=m.timestamp,
+                                 images=images)
+
+
 def chat_params(body: ChatRequest) -> chat.ChatParams:
     return chat.ChatParams(
-        messages=[chat.ChatMessageInput(role=m.role, content=m.content, id=m.id,
-                                        timestamp=m.timestamp) for m in body.messages],
+        messages=[chat_message(m) for m in body.messages],
         model=body.model, temperature=body.temperature, max_tokens=body.max_tokens,
         conversation_id=body.conversation_id, request_id=body.request_id,
         system_prompt=body.system_prompt, files=tuple(body.files),

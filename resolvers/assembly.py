@@ -70,6 +70,7 @@ async def running_services(
     chat.retrieval_chars = settings.retrieval_context_chars
     files = Files(db=db, directory=settings.data_dir / "files",
                   max_bytes=int(settings.max_upload_mb * 1024 * 1024))
+    chat.uploads = files  # images of messages are kept as files
     sign_on = SignOn(settings)
     try:
         await upgrade(db.engine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from resolvers import chat
+from resolvers.kit.errors import BadInput
 from schema.citations import Citation, citations_of
 from schema.queries import ctx
 from schema.scalars import Timestamp
@@ -19,12 +20,21 @@ class Model:
     is_default: bool
 
 
+@strawberry.input(description="An image: a data: URL (data:image/png;base64,...) or one of "
+                  "your uploaded image files. Set one of the two.")
+class ChatImageInput:
+    url: str | None = None
+    file_id: strawberry.ID | None = None
+
+
 @strawberry.input
 class ChatMessageInput:
     role: Role
     content: str
     id: strawberry.ID | None = None
     timestamp: Timestamp | None = None
+    images: list[ChatImageInput] = strawberry.field(
+        default_factory=list, description="Images shown with the text (vision models)")
 
 
 @strawberry.input
@@ -67,11 +77,20 @@ def reply_of(result: chat.ChatResult) -> ChatReply:
                      citations=citations_of(result.citations))
 
 
+def _image(image: ChatImageInput) -> chat.ImageInput:
+    if (image.url is None) == (image.file_id is None):
+        raise BadInput("An image needs a url or a fileId (one of the two)", field="images")
+    return chat.ImageInput(url=image.url,
+                           file_id=str(image.file_id) if image.file_id is not None else None)
+
+
 def chat_params(data: ChatInput) -> chat.ChatParams:
     return chat.ChatParams(
         messages=[chat.ChatMessageInput(role=m.role.value, content=m.content,
                                         id=str(m.id) if m.id is not None else None,
-                                        timestamp=m.timestamp) for m in data.messages],
+                                        timestamp=m.timestamp,
+                                        images=tuple(_image(i) for i in m.images))
+                  for m in data.messages],
         model=data.model, temperature=data.temperature, max_tokens=data.max_tokens,
         conversation_id=str(data.conversation_id) if data.conversation_id else None,
         request_id=str(data.request_id) if data.request_id else None,

@@ -18,13 +18,16 @@ shutdown, replies still running after the drain period end the same way.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import dataclasses
 import json
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -54,6 +57,8 @@ from resolvers.chat.params import (
     Branch,
     ChatMessageInput,
     ChatParams,
+    ImageInput,
+    content_parts,
     validated,
 )
 from resolvers.files import retrieval
@@ -75,6 +80,7 @@ from resolvers.llm.base import (
     ChatMessage,
     Finished,
     GenerationRequest,
+    Image,
     ModelInfo,
     Provider,
     ProviderError,
@@ -83,17 +89,52 @@ from resolvers.llm.base import (
     TextChunk,
     Tool,
     ToolCall,
+    sees_images,
 )
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
 from resolvers.titles import Titles
 
 __all__ = [
-    "DEFAULT_MAX_TOKENS", "DEFAULT_TEMPERATURE", "INTERRUPTED", "MAX_TOKENS_RANGE",
-    "TEMPERATURE_RANGE", "Branch", "Chat", "ChatMessageInput", "ChatParams", "ChatResult",
-    "ReplyHandle", "ReplyInterrupted", "error_of", "reply_key", "until_revoked",
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_TEMPERATURE",
+    "INTERRUPTED",
+    "MAX_TOKENS_RANGE",
+    "TEMPERATURE_RANGE",
+    "Branch",
+    "Chat",
+    "ChatMessageInput",
+    "ChatParams",
+    "ChatResult",
+    "ImageInput",
+    "ReplyHandle",
+    "ReplyInterrupted",
+    "content_parts",
+    "error_of",
+    "reply_key",
+    "until_revoked",
 ]
 
 log = logging.getLogger("chat_studio.chat")
+
+
+DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.ASCII)
+
+
+def _data_url(url: str) -> bytes:
+    """The bytes of a base64 `data:` URL (its declared type is ignored: the bytes are
+    sniffed)."""
+    found = DATA_URL.match(url)
+    if found is None:
+        raise BadInput("An image must be a base64 data: URL (data:image/png;base64,...) or a "
+                       "file part", field="content")
+    try:
+        return base64.b64decode(url[found.end():], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadInput("The image's data: URL is not valid base64", field="content") from exc
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 @dataclass(slots=True)
@@ -260,6 +301,41 @@ class Chat:
     # At most this many characters of a request's `files` go into the prompt (less when the
     # model's context is smaller: see _sources).
     retrieval_chars: int = 12_000
+    # Where images of messages are kept (and uploaded ones read); built by assembly.py.
+    uploads: files.Files | None = None
+
+    async def _images(self, actor: User, parts: tuple[ImageInput, ...]) -> tuple[Image, ...]:
+        """The images of a message, checked: a `data:` URL is decoded, sniffed (its declared
+        type is not trusted), bounded and kept as one of the caller's files; a file part must
+        be the caller's image. Remote URLs are refused (they would need the outbound guard)."""
+        images: list[Image] = []
+        for part in parts:
+            if part.file_id is not None:
+                async with self.db.session() as session:
+                    row = await files.get(session, actor, file_id=part.file_id)
+                if row.kind != "image" or self.uploads is None:
+                    raise BadInput(f"The file {row.filename!r} is not an image",
+                                   field="content")
+                data = await asyncio.to_thread(self.uploads.path_of(row).read_bytes)
+                images.append(Image(media_type=row.content_type,
+                                    data=base64.b64encode(data).decode()))
+                continue
+            url = part.url or ""
+            if url.startswith(("http://", "https://")):
+                raise BadInput("Remote image URLs are not fetched: send the image as a data: "
+                               "URL, or upload it (POST /api/files) and send a file part",
+                               field="content")
+            data = _data_url(url)
+            if self.uploads is not None:
+                try:
+                    row = await self.uploads.upload(actor, filename=None, data=_once(data),
+                                                    kinds=("image",))
+                except files.UnsupportedType as exc:
+                    raise BadInput("The image is not a PNG, JPEG, GIF or WEBP",
+                                   field="content") from exc
+                images.append(Image(media_type=row.content_type,
+                                    data=base64.b64encode(data).decode()))
+        return tuple(images)
 
     async def _sources(self, actor: User, params: ChatParams, model: str
                        ) -> list[retrieval.Passage]:
@@ -339,11 +415,15 @@ class Chat:
         if (params.tools or any(m.role == "tool" or m.tool_calls for m in params.messages)) \
                 and not provider.supports_tools:
             raise BadInput(f"The model {model!r} cannot use tools", field="tools")
+        if any(m.images for m in params.messages) and not sees_images(provider, model):
+            raise BadInput(f"The model {model!r} cannot see images: choose a vision model",
+                           field="model")
         request_id = params.request_id or uuid.uuid4().hex
         key = reply_key(actor.id, request_id)
         # validated(): every role is one of llm.base.Role
         history = [ChatMessage(role=cast(Role, m.role), content=m.content,
-                               tool_calls=m.tool_calls, tool_call_id=m.tool_call_id)
+                               tool_calls=m.tool_calls, tool_call_id=m.tool_call_id,
+                               images=await self._images(actor, m.images) if m.images else ())
                    for m in params.messages]
         system_prompt = params.system_prompt
         if params.conversation_id is not None:

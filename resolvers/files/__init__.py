@@ -95,9 +95,11 @@ class Files:
         return self.directory / row.id
 
     async def upload(self, actor: User, *, filename: str | None,
-                     data: AsyncIterator[bytes]) -> StoredFile:
+                     data: AsyncIterator[bytes],
+                     kinds: tuple[str, ...] | None = None) -> StoredFile:
         """Store a file the caller sends; 413 as soon as it passes the limit, 415 when it is
-        not a type we read. Returns the row (`processing`, or `ready` for an image)."""
+        not a type we read (or not one of `kinds`). Returns the row (`processing`, or `ready`
+        for an image)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         file_id = str(uuid.uuid4())
         path = self.directory / file_id
@@ -115,7 +117,7 @@ class Files:
                     if len(head) < extract.SNIFF_BYTES:
                         head += piece[:extract.SNIFF_BYTES - len(head)]
                     await asyncio.to_thread(out.write, piece)
-            name = _clean_name(filename)
+            name = _clean_name(filename or ("image" if kinds == ("image",) else None))
             sniffed = extract.sniff(head, name, partial)
             if sniffed is None or size == 0:
                 metrics.FILE_UPLOADS.labels(outcome="unsupported").inc()  # metrics
@@ -123,6 +125,10 @@ class Files:
                     "This file type is not supported: text, Markdown, HTML, PDF, DOCX, CSV, "
                     "JSON, source code and PNG/JPEG/GIF/WEBP images are" if size else
                     "The file is empty")
+            if kinds is not None and sniffed[0] not in kinds:
+                metrics.FILE_UPLOADS.labels(outcome="unsupported").inc()  # metrics
+                raise UnsupportedType(f"Expected {' or '.join(kinds)}: PNG, JPEG, GIF or WEBP"
+                                      if kinds == ("image",) else f"Expected {kinds}")
             partial.rename(path)
         except BaseException:
             partial.unlink(missing_ok=True)
