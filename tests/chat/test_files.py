@@ -278,3 +278,32 @@ async def test_every_face_gives_the_same_citations(user: User, fakes: FakeThread
         assert prompts[face] == prompts["rest"], face
     assert seen["rest"][0]["filename"] == "garden.md"
     assert "six hours of sun" in prompts["rest"]
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of a metric's samples in a Prometheus exposition."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+async def test_metrics_count_uploads_failures_and_retrieval(user: User) -> None:
+    before = (await user.http.get("/metrics")).text
+    scan = await upload(user, "scan.pdf", documents.scanned_pdf())
+    notes = await upload(user, "notes.md", MARKDOWN)
+    refused = await user.http.post("/api/files", headers=user.headers,
+                                   files={"file": ("x.bin", b"\x00\x01" * 50, "text/plain")})
+    assert refused.status_code == 415
+    await until_settled(user, scan["id"])
+    await until_settled(user, notes["id"])
+    response = await user.post_chat(messages=[{"role": "user", "content": "basil water"}],
+                                    files=[notes["id"]])
+    assert response.status_code == 200
+    after = (await user.http.get("/metrics")).text
+    # Servers of this test session share one registry: compare increments.
+    assert metric(after, 'file_uploads_total{outcome="stored"}') \
+        - metric(before, 'file_uploads_total{outcome="stored"}') >= 2
+    assert metric(after, 'file_uploads_total{outcome="unsupported"}') \
+        > metric(before, 'file_uploads_total{outcome="unsupported"}')
+    assert metric(after, 'file_extraction_failures_total{kind="pdf"}') \
+        > metric(before, 'file_extraction_failures_total{kind="pdf"}')
+    assert metric(after, "retrieval_seconds_count") > metric(before, "retrieval_seconds_count")
