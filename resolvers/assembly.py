@@ -83,6 +83,9 @@ async def running_services(
         if load is not None:
             seconds = await load()
             log.info("embedded model loaded in %.2fs", seconds)
+        swept = await files.sweep()  # bytes of deleted accounts, uploads cut off mid-way
+        if swept:
+            log.info("removed %d stored files nobody owns", swept)
         resumed = await files.resume()  # extractions a stopped process left unfinished
         if resumed:
             log.info("resumed the extraction of %d files", resumed)

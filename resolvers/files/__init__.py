@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ log = logging.getLogger("chat_studio.files")
 PROCESSING, READY, ERROR = "processing", "ready", "error"
 FILENAME_MAX = 255
 LIST_MAX = 500
+SWEEP_AGE_SECONDS = 3600.0  # bytes nobody owns are removed at start once this old
 
 
 class UnsupportedType(AppError):
@@ -174,6 +176,23 @@ class Files:
         for file_id in ids:
             self._start(file_id)
         return len(ids)
+
+    async def sweep(self, *, older_than: float = SWEEP_AGE_SECONDS) -> int:
+        """Remove bytes on disk that no row owns any more: the files of deleted accounts (their
+        rows go with the account, by the foreign key) and uploads cut off mid-way (`.part`).
+        Only what is older than `older_than` seconds: another worker may be between writing
+        an upload and storing its row. Run at start; returns how many were removed."""
+        if not self.directory.is_dir():
+            return 0
+        async with self.db.session() as session:
+            known = set((await session.exec(select(StoredFile.id))).all())
+        cutoff = time.time() - older_than
+        removed = 0
+        for path in self.directory.iterdir():
+            if path.is_file() and path.name not in known and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     async def wait_idle(self) -> None:
         """Until every extraction under way has ended (tests, shutdown)."""

@@ -3,6 +3,8 @@ every kind, the owner check, retrieval by the database's full-text index, deleti
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -141,3 +143,27 @@ async def test_only_the_owner_reads_or_retrieves_and_delete_removes_everything(
             assert left.one()[0] == 0
     assert not services.files.path_of(row).exists()
     assert await _search(services, alice, [row.id], "vault code heron") == []
+
+
+async def test_bytes_nobody_owns_are_swept_at_start(services: Services) -> None:
+    """A deleted account's rows go with it (foreign key); its bytes are removed at the next
+    start, and an upload cut off mid-way too — but nothing another worker may be writing."""
+    user = await _user(services)
+    row = await _upload(services, user, "mine.md", b"kept")
+    gone = await _upload(services, user, "gone.md", b"goes")
+    assert services.files is not None
+    async with services.db.session() as session:
+        stored = await session.get(StoredFile, gone.id)
+        await session.delete(stored)
+        await session.commit()
+    leftover = services.files.directory / "cut-off.part"
+    leftover.write_bytes(b"half")
+    fresh = services.files.directory / "being-written.part"
+    fresh.write_bytes(b"now")
+    old = 10_000
+    for path in (services.files.path_of(gone), leftover):
+        os.utime(path, (time.time() - old, time.time() - old))
+    os.utime(services.files.path_of(row), (time.time() - old, time.time() - old))
+    assert await services.files.sweep() == 2
+    assert services.files.path_of(row).exists() and fresh.exists()
+    assert not services.files.path_of(gone).exists() and not leftover.exists()
