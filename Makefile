@@ -32,7 +32,7 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy models resolvers schema compat_rest.py compat_ws.py compat_keys.py \
 		compat_openai.py compat_identity.py compat_branches.py compat_transfer.py \
-		compat_organize.py compat_tools.py cli_admin.py middleware.py server.py main.py chat_studio_cli.py \
+		compat_organize.py compat_tools.py compat_files.py cli_admin.py middleware.py server.py main.py chat_studio_cli.py \
 		explorers.py
 
 ## Rewrite schema.graphql from the code (tests/test_schema_snapshot.py compares them).

@@ -133,28 +133,16 @@ class CompletionRequest(BaseModel):
     parallel_tool_calls: bool | None = None  # accepted; providers decide
 
 
-def _text(content: Any, index: int) -> str:
-    """A message's content as text: a string, or the text of its content parts."""
+def _content(content: Any, index: int) -> tuple[str, tuple[chat.ImageInput, ...]]:
+    """A message's content: a string, or content parts — text, and images (`image_url` with a
+    data: URL, or `file` naming an uploaded image), by the same rules as every face."""
     if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts: list[str] = []
-        for part in content:
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif kind in ("image_url", "input_audio", "file"):
-                raise BadInput(f"messages[{index}]: {kind} content is not supported by this "
-                               "server's models; send text parts",
-                               field=f"messages[{index}].content")
-            else:
-                raise BadInput(f"messages[{index}]: unknown content part {kind!r}",
-                               field=f"messages[{index}].content")
-        return "\n".join(texts)
-    raise BadInput(f"messages[{index}].content must be a string or a list of content parts",
-                   field=f"messages[{index}].content")
+        return "", ()
+    if isinstance(content, list) and any(isinstance(part, dict) and part.get("type") ==
+                                         "input_audio" for part in content):
+        raise BadInput(f"messages[{index}]: input_audio content is not supported by this "
+                       "server's models", field=f"messages[{index}].content")
+    return chat.content_parts(content, field=f"messages[{index}].content")
 
 
 # OpenAI's newer "developer" role is its system prompt.
@@ -215,8 +203,9 @@ def chat_params(body: CompletionRequest) -> chat.ChatParams:
                            "developer, user, assistant or tool",
                            field=f"messages[{index}].role")
         tool_call_id = message.get("tool_call_id")
+        text, images = _content(message.get("content"), index)
         messages.append(chat.ChatMessageInput(
-            role=_ROLES[role], content=_text(message.get("content"), index),
+            role=_ROLES[role], content=text, images=images,
             tool_calls=_tool_calls(message, index) if role == "assistant" else (),
             tool_call_id=tool_call_id if isinstance(tool_call_id, str) else None))
     stop = [body.stop] if isinstance(body.stop, str) else body.stop

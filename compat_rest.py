@@ -168,7 +168,9 @@ class MessageOnly(BaseModel):
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str | None = None
-    content: str
+    content: str | list[dict[str, Any]] = Field(description=(
+        "Text, or content parts: {type: text, text}, {type: image_url, image_url: {url: "
+        "data:image/...;base64,...}}, {type: file, file_id} (an uploaded image)"))
     role: str | None = Field(None, json_schema_extra={"enum": [*sorted(validation.ROLES)]})
     timestamp: StrictInt | None = None
 
@@ -191,6 +193,9 @@ class ChatRequest(BaseModel):
     tools: list[str] | None = Field(None, max_length=128, description=(
         "Tools the server runs for the model: <server>.<tool> names from GET /api/tools, "
         "or \"*\" for all of them"))
+    files: list[str] = Field(default_factory=list, description=(
+        "Ids of your files to answer from: their best passages go into the prompt, and the "
+        "reply starts with a `citations` event"))
 
 
 class ChatOut(BaseModel):
@@ -200,6 +205,7 @@ class ChatOut(BaseModel):
     request_id: str
     finish_reason: str
     message_id: str | None = None
+    citations: list[dict[str, Any]] | None = None
 
 
 class ModelOut(BaseModel):
@@ -226,6 +232,8 @@ def message_json(row: conversations.MessageView, *, whole_tree: bool = False) ->
         data["model"] = row.model
     if row.status is not None:
         data["status"] = row.status
+    if row.citations:
+        data["citations"] = row.citations
     data["parentId"] = row.parent_id
     data["siblingIds"] = row.sibling_ids
     if whole_tree:
@@ -574,13 +582,19 @@ async def list_models(services: ServicesDep, caller: ModelsCallerDep) -> list[di
              "default": m.id == default} for m in await services.chat.models_for(user)]
 
 
+def chat_message(m: ChatMessageIn) -> chat.ChatMessageInput:
+    text, images = chat.content_parts(m.content)
+    return chat.ChatMessageInput(role=m.role, content=text, id=m.id, timestamp=m.timestamp,
+                                 images=images)
+
+
 def chat_params(body: ChatRequest) -> chat.ChatParams:
     return chat.ChatParams(
-        messages=[chat.ChatMessageInput(role=m.role, content=m.content, id=m.id,
-                                        timestamp=m.timestamp) for m in body.messages],
+        messages=[chat_message(m) for m in body.messages],
         model=body.model, temperature=body.temperature, max_tokens=body.max_tokens,
         conversation_id=body.conversation_id, request_id=body.request_id,
         system_prompt=body.system_prompt, server_tools=tuple(body.tools or ()),
+        files=tuple(body.files),
     )
 
 
@@ -660,6 +674,8 @@ def chat_json(result: chat.ChatResult) -> dict[str, Any]:
                             "finish_reason": result.finish_reason}
     if result.message_id is not None:
         data["message_id"] = result.message_id
+    if result.citations:
+        data["citations"] = result.citations
     return data
 
 

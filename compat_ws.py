@@ -97,11 +97,13 @@ def chat_params(data: dict[str, Any]) -> chat.ChatParams:
     raw_messages = _field(data, "messages", list, [])
     messages: list[chat.ChatMessageInput] = []
     for item in raw_messages:
-        if not isinstance(item, dict) or not isinstance(item.get("content"), str) \
+        if not isinstance(item, dict) or not isinstance(item.get("content"), str | list) \
                 or not isinstance(item.get("role"), str | None):
             raise BadInput("messages must be objects with role and content", field="messages")
+        text, images = chat.content_parts(item["content"])
         # A missing role stays missing: resolvers/chat/params.py refuses it on every face.
-        messages.append(chat.ChatMessageInput(role=item.get("role"), content=item["content"]))
+        messages.append(chat.ChatMessageInput(role=item.get("role"), content=text,
+                                              images=images))
     if content is not None:  # the guide's shorthand: `content` is the user's message
         messages.append(chat.ChatMessageInput(role="user", content=content))
     return chat.ChatParams(
@@ -113,6 +115,7 @@ def chat_params(data: dict[str, Any]) -> chat.ChatParams:
         request_id=_field(data, "request_id", str),
         system_prompt=_field(data, "system_prompt", str),
         server_tools=_tool_names(data),
+        files=_file_ids(data),
     )
 
 
@@ -121,6 +124,13 @@ def _tool_names(data: dict[str, Any]) -> tuple[str, ...]:
     if not all(isinstance(name, str) for name in names):
         raise BadInput("tools must be a list of tool names", field="tools")
     return tuple(names)
+
+
+def _file_ids(data: dict[str, Any]) -> tuple[str, ...]:
+    ids = _field(data, "files", list, [])
+    if not all(isinstance(item, str) for item in ids):
+        raise BadInput("files must be a list of file ids", field="files")
+    return tuple(ids)
 
 
 class InvalidMessage(Exception):

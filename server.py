@@ -21,6 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
 import compat_branches
+import compat_files
 import compat_identity
 import compat_keys
 import compat_openai
@@ -150,11 +151,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Outermost: request ids and HTTP metrics, then the body limit (413 before any parsing).
     middleware.install(app, max_body_bytes=settings.max_body_bytes,
-                       larger={compat_transfer.IMPORT_PATH: compat_transfer.import_limit(settings)})
+                       larger={compat_transfer.IMPORT_PATH: compat_transfer.import_limit(settings),
+                               compat_files.FILES_PATH: compat_files.upload_limit(settings)})
     compat_rest.install(app)
     compat_identity.install(app)
     compat_keys.install(app)
     compat_tools.install(app)
+    compat_files.install(app)
     compat_openai.install(app)
     compat_branches.install(app)
     compat_transfer.install(app)
@@ -163,8 +166,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     explorers.install(app)
     schema = build_schema(limits=Limits.from_settings(settings))
     # path= rather than prefix=: the route keeps its full template (/graphql) for metrics.
+    # multipart: file uploads (the GraphQL multipart request spec; schema/files.py).
     app.include_router(GraphQLRouter(schema, settings, path="/graphql",
-                                     ide_html=explorers.graphiql_html))
+                                     ide_html=explorers.graphiql_html,
+                                     multipart_uploads_enabled=True))
     return app
 
 

@@ -18,7 +18,8 @@ from typing import Any
 from bench import procs, report
 from bench import search as search_figure
 
-FIGURES = ("rest", "graphql", "stream", "connections", "fanout", "embedded", "search")
+FIGURES = ("rest", "graphql", "stream", "connections", "fanout", "embedded", "search",
+           "retrieval")
 DBS = ("sqlite", "postgres")
 PASSWORD = "bench-Password-1234"
 REPLY_TOKENS = 50
@@ -154,7 +155,7 @@ class Run:
         upstream.wait_http(f"http://127.0.0.1:{up_port}/health")
         self.upstream = f"http://127.0.0.1:{up_port}/v1"
         try:
-            server_figures = [f for f in figures if f != "embedded"]
+            server_figures = [f for f in figures if f not in ("embedded", "retrieval")]
             if "stream" in figures:
                 self.relay_floors()
             for db in self.args.db:
@@ -162,6 +163,8 @@ class Run:
                     self.server_figures(db, server_figures)
             if "embedded" in figures:
                 self.embedded()
+            if "retrieval" in figures:
+                self.retrieval()
         finally:
             for proc in list(self.running):
                 proc.stop()
@@ -393,6 +396,31 @@ class Run:
         except (IndexError, json.JSONDecodeError):
             direct = {"error": out.stderr[-500:]}
         self.add("embedded", "-", "llama-cpp direct", EMBEDDED_MODEL, 1, direct)
+
+
+    def retrieval(self) -> None:
+        """recall@5 on the labelled set and latency at 10,000 chunks (bench/retrieval.py)."""
+        self.say("retrieval: recall@5 on bench/data/retrieval_set.json, latency at 10k chunks")
+        for db in self.args.db:
+            if db == "postgres" and not procs.pg_available():
+                self.rows.append({"figure": "retrieval", "db": db, "face": "-", "op": "-",
+                                  "concurrency": None, "note": "PostgreSQL not reachable"})
+                continue
+            url = procs.pg_create() if db == "postgres" else ""
+            try:
+                out = subprocess.run(
+                    procs.pinned([procs.PY, "-m", "bench.retrieval", "--url", url],
+                                 procs.SERVER_CORE),
+                    cwd=procs.ROOT, capture_output=True, text=True, timeout=900)
+            finally:
+                if url:
+                    procs.pg_drop(url)
+            try:
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+            except (IndexError, json.JSONDecodeError):
+                result = {"error": out.stderr[-500:]}
+            self.add("retrieval", db, "full-text", f"{result.get('chunks', '?')} chunks", 1,
+                     result)
 
 
 # ---------------------------------------------------------------- machine and entry point

@@ -86,6 +86,8 @@ def _other(row: dict[str, Any]) -> str:
                     f"{row.get('results')} results")
     if row.get("tokens_per_op"):
         bits.append(f"{row['tokens_per_op']} tok/reply")
+    if row.get("recall_at_5") is not None:
+        bits.append(f"recall@5 {row['recall_at_5']} ({row['questions']} questions)")
     if row.get("server_core_pct") is not None and row.get("rps") is not None:
         bits.append(f"CPU0 {row['server_core_pct']:.0f}% CPU1 {row['load_core_pct']:.0f}%")
     if row.get("late") and (not row.get("n") or row["late_max_ms"] > 2 * (row.get("p99_ms") or 0)):

@@ -7,6 +7,7 @@ from models.tables import (
     BudgetReservation,
     Conversation,
     ConversationTag,
+    FileChunk,
     Invite,
     McpServer,
     Message,
@@ -15,10 +16,12 @@ from models.tables import (
     RecoveryCode,
     RefreshToken,
     Share,
+    StoredFile,
     TokenUsage,
     User,
 )
 
 __all__ = ["ApiKey", "AuditEvent", "BudgetLedger", "BudgetReservation", "Conversation",
-           "ConversationTag", "Invite", "McpServer", "Message", "OAuthIdentity", "OAuthLogin",
-           "RecoveryCode", "RefreshToken", "Share", "TokenUsage", "User"]
+           "ConversationTag", "FileChunk", "Invite", "McpServer", "Message", "OAuthIdentity",
+           "OAuthLogin", "RecoveryCode", "RefreshToken", "Share", "StoredFile", "TokenUsage",
+           "User"]

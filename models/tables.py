@@ -145,6 +145,10 @@ class Message(SQLModel, table=True):
     active: bool = Field(
         default=True, sa_column=Column(Boolean, nullable=False, server_default=true())
     )
+    # The sources a reply was given (files on the chat request, issue 16): the `citations`
+    # event's list, kept with the reply.
+    citations: list[dict[str, object]] | None = Field(default=None,
+                                                      sa_column=Column(JSON, nullable=True))
 
 
 class RefreshToken(SQLModel, table=True):
@@ -339,3 +343,42 @@ class McpServer(SQLModel, table=True):
         default=True, sa_column=Column(Boolean, nullable=False, server_default=true())
     )
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class StoredFile(SQLModel, table=True):
+    """An uploaded file (issue 16): its bytes live under DATA_DIR/files/<id>; its text, once
+    extracted, in `file_chunks`. `status`: processing → ready | error (`error` says why)."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_user_created", "user_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(sa_column=Column(ForeignKey("users.id", ondelete="CASCADE"),
+                                          nullable=False))
+    filename: str = Field(max_length=255)
+    content_type: str = Field(max_length=127)  # sniffed from the bytes, not the client's
+    # text | markdown | html | pdf | docx | csv | json | code | image
+    kind: str = Field(max_length=16)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    status: str = Field(max_length=16)  # processing | ready | error
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    chunks: int = Field(default=0)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class FileChunk(SQLModel, table=True):
+    """A passage of a file's text, indexed for retrieval: SQLite keeps `search_text` in the
+    FTS5 table `file_chunk_search` (triggers), PostgreSQL in a generated tsvector column with a
+    GIN index (both from alembic 0016a)."""
+
+    __tablename__ = "file_chunks"
+    __table_args__ = (Index("ix_file_chunks_file", "file_id", "ordinal"),)
+
+    pk: int | None = Field(default=None, primary_key=True)
+    file_id: str = Field(sa_column=Column(ForeignKey("files.id", ondelete="CASCADE"),
+                                          nullable=False))
+    user_id: str = Field(max_length=40, index=True)
+    ordinal: int
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    # The text as the index sees it (resolvers/kit/textsearch.index_text: CJK set apart).
+    search_text: str = Field(sa_column=Column(Text, nullable=False))

@@ -10,6 +10,7 @@ from resolvers import billing
 from resolvers.billing import Billing, PriceTable, to_micros
 from resolvers.chat import Chat
 from resolvers.chat.limits import ChatLimits
+from resolvers.files import Files
 from resolvers.kit.broker import make_broker
 from resolvers.kit.db import Database
 from resolvers.kit.migrate import upgrade
@@ -70,6 +71,10 @@ async def running_services(
                               model=settings.title_model, enabled=settings.auto_title),
                 tools=Tools(db=db, outbound=Outbound(allow=tuple(settings.outbound_allow)),
                             max_steps=settings.max_tool_steps, timeout=settings.tool_timeout))
+    chat.retrieval_chars = settings.retrieval_context_chars
+    files = Files(db=db, directory=settings.data_dir / "files",
+                  max_bytes=int(settings.max_upload_mb * 1024 * 1024))
+    chat.uploads = files  # images of messages are kept as files
     sign_on = SignOn(settings)
     try:
         await upgrade(db.engine)
@@ -82,9 +87,16 @@ async def running_services(
         if load is not None:
             seconds = await load()
             log.info("embedded model loaded in %.2fs", seconds)
+        swept = await files.sweep()  # bytes of deleted accounts, uploads cut off mid-way
+        if swept:
+            log.info("removed %d stored files nobody owns", swept)
+        resumed = await files.resume()  # extractions a stopped process left unfinished
+        if resumed:
+            log.info("resumed the extraction of %d files", resumed)
         yield Services(settings=settings, db=db, security=Security(settings), broker=broker,
-                       chat=chat, limiter=limiter, sign_on=sign_on)
+                       chat=chat, limiter=limiter, sign_on=sign_on, files=files)
     finally:
+        await files.aclose()
         await sign_on.aclose()
         await chat.aclose()
         await broker.aclose()

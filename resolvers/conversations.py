@@ -42,6 +42,7 @@ class MessageInput:
     tokens: int | None = None
     model: str | None = None
     status: str | None = None
+    citations: list[dict[str, object]] | None = None  # a reply's sources (issue 16)
 
 
 @dataclass(slots=True)
@@ -128,6 +129,7 @@ def _message_rows(conversation_pk: str, messages: Sequence[MessageInput], start:
             "tokens": message.tokens,
             "model": message.model,
             "status": message.status,
+            "citations": message.citations,
         }
         for index, message in enumerate(messages)
     ]
@@ -169,7 +171,7 @@ MessageView = StoredMessage
 _MESSAGES = cast(Table, Message.__table__)  # type: ignore[attr-defined]
 _MESSAGE_COLUMNS = [_MESSAGES.c[name] for name in (
     "conversation_pk", "position", "parent_position", "active", "id", "role", "content",
-    "timestamp", "tokens", "model", "status")]
+    "timestamp", "tokens", "model", "status", "citations")]
 
 
 async def messages_for(

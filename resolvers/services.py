@@ -15,6 +15,7 @@ from resolvers.kit.settings import Settings
 
 if TYPE_CHECKING:
     from resolvers.chat import Chat
+    from resolvers.files import Files
     from resolvers.kit.broker import Broker
     from resolvers.sso import SignOn
 
@@ -30,3 +31,5 @@ class Services:
     limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
     # Single sign-on providers (assembly.py builds it from the OIDC_/GITHUB_/GOOGLE_ settings).
     sign_on: SignOn | None = None
+    # Uploads and their extraction (issue 16); assembly.py builds it.
+    files: Files | None = None

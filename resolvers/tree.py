@@ -32,6 +32,7 @@ class StoredMessage(NamedTuple):
     tokens: int | None
     model: str | None
     status: str | None
+    citations: list[dict[str, Any]] | None  # a reply's sources (issue 16)
     parent_id: str | None = None
     # Its alternatives, itself included, oldest first (shared by siblings: read only).
     sibling_ids: tuple[str, ...] = ()
@@ -48,7 +49,7 @@ class Node:
 
 
 def views(rows: Sequence[Sequence[Any]], *, whole_tree: bool) -> list[StoredMessage]:
-    """One conversation's result rows (the StoredMessage columns up to `status`, in position
+    """One conversation's result rows (the StoredMessage columns up to `citations`, in position
     order) as messages with parent and siblings: every one, or only the active path."""
     ids = {row[1]: row[4] for row in rows}
     grouping: dict[int | None, list[str]] = defaultdict(list)

@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext
 from schema.branches import BranchMutation, BranchSubscription
 from schema.chat import ChatMutation, ChatQuery
 from schema.errors import ErrorCodes
+from schema.files import FilesMutation, FilesQuery
 from schema.identity import IdentityMutation, IdentityQuery
 from schema.keys import KeysMutation, KeysQuery
 from schema.mutations import Mutation as CoreMutation
@@ -41,10 +42,11 @@ class Schema(strawberry.Schema):
 
 
 Query = merge_types("Query", (CoreQuery, ChatQuery, IdentityQuery, KeysQuery, TransferQuery,
-                              OrganizeQuery, ToolsQuery))
+                              OrganizeQuery, ToolsQuery, FilesQuery))
 Mutation = merge_types("Mutation", (CoreMutation, ChatMutation, TypingMutation,
                                     IdentityMutation, KeysMutation, BranchMutation,
-                                    TransferMutation, OrganizeMutation, ToolsMutation))
+                                    TransferMutation, OrganizeMutation, ToolsMutation,
+                                    FilesMutation))
 Subscription = merge_types("Subscription", (CoreSubscription, TitleSubscription,
                                             BranchSubscription))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import strawberry
 
 from resolvers import chat
+from resolvers.kit.errors import BadInput
+from schema.citations import Citation, citations_of
 from schema.queries import ctx
 from schema.scalars import Timestamp
 from schema.types import Role
@@ -18,12 +20,21 @@ class Model:
     is_default: bool
 
 
+@strawberry.input(description="An image: a data: URL (data:image/png;base64,...) or one of "
+                  "your uploaded image files. Set one of the two.")
+class ChatImageInput:
+    url: str | None = None
+    file_id: strawberry.ID | None = None
+
+
 @strawberry.input
 class ChatMessageInput:
     role: Role
     content: str
     id: strawberry.ID | None = None
     timestamp: Timestamp | None = None
+    images: list[ChatImageInput] = strawberry.field(
+        default_factory=list, description="Images shown with the text (vision models)")
 
 
 @strawberry.input
@@ -43,6 +54,10 @@ class ChatInput:
     tools: list[str] | None = strawberry.field(
         default=None, description="Tools the server runs for the model: <server>.<tool> "
         "names (the tools query), or \"*\" for all of them")
+    files: list[strawberry.ID] = strawberry.field(
+        default_factory=list,
+        description="Ids of your files to answer from: their best passages go into the prompt "
+                    "and the reply carries their citations")
 
 
 @strawberry.type
@@ -54,24 +69,36 @@ class ChatReply:
     finish_reason: str
     message_id: strawberry.ID | None = strawberry.field(
         default=None, description="The stored reply, when the request named a conversation")
+    citations: list[Citation] = strawberry.field(default_factory=list)
 
 
 def reply_of(result: chat.ChatResult) -> ChatReply:
     return ChatReply(content=result.content, tokens=result.tokens, model=result.model,
                      request_id=strawberry.ID(result.request_id),
                      finish_reason=result.finish_reason,
-                     message_id=strawberry.ID(result.message_id) if result.message_id else None)
+                     message_id=strawberry.ID(result.message_id) if result.message_id else None,
+                     citations=citations_of(result.citations))
+
+
+def _image(image: ChatImageInput) -> chat.ImageInput:
+    if (image.url is None) == (image.file_id is None):
+        raise BadInput("An image needs a url or a fileId (one of the two)", field="images")
+    return chat.ImageInput(url=image.url,
+                           file_id=str(image.file_id) if image.file_id is not None else None)
 
 
 def chat_params(data: ChatInput) -> chat.ChatParams:
     return chat.ChatParams(
         messages=[chat.ChatMessageInput(role=m.role.value, content=m.content,
                                         id=str(m.id) if m.id is not None else None,
-                                        timestamp=m.timestamp) for m in data.messages],
+                                        timestamp=m.timestamp,
+                                        images=tuple(_image(i) for i in m.images))
+                  for m in data.messages],
         model=data.model, temperature=data.temperature, max_tokens=data.max_tokens,
         conversation_id=str(data.conversation_id) if data.conversation_id else None,
         request_id=str(data.request_id) if data.request_id else None,
         system_prompt=data.system_prompt, server_tools=tuple(data.tools or ()),
+        files=tuple(str(f) for f in data.files),
     )
 
 

@@ -34,6 +34,7 @@ from resolvers.kit.errors import AppError
 from resolvers.kit.security import bearer_token
 from resolvers.kit.settings import Settings
 from schema.chat import ChatInput, chat_params
+from schema.citations import Citation, citations_of
 from schema.context import Context, get_context
 from schema.errors import shape_error
 from schema.queries import ctx
@@ -93,7 +94,16 @@ class ChatToolResult:
     request_id: strawberry.ID
 
 
-ChatEvent = Annotated[ChatChunk | ChatToolCall | ChatToolResult | ChatComplete | ChatError,
+@strawberry.type(description="The sources the reply was given (the request's files), before "
+                 "its first chunk; the model cites them by number ([1] is the first).")
+class ChatCitations:
+    sources: list[Citation]
+    seq: int
+    request_id: strawberry.ID
+
+
+ChatEvent = Annotated[ChatChunk | ChatToolCall | ChatToolResult | ChatCitations | ChatComplete
+                      | ChatError,
                       strawberry.union("ChatEvent")]
 
 
@@ -105,7 +115,8 @@ class TypingEvent:
 
 
 def chat_event(seq: int, event: events.ReplyEvent
-               ) -> ChatChunk | ChatToolCall | ChatToolResult | ChatComplete | ChatError:
+               ) -> (ChatChunk | ChatToolCall | ChatToolResult | ChatCitations | ChatComplete
+                     | ChatError):
     """A reply event as GraphQL's ChatEvent (only the fields the schema documents)."""
     request_id = strawberry.ID(event.request_id)
     match event:
@@ -117,6 +128,9 @@ def chat_event(seq: int, event: events.ReplyEvent
         case events.ChatToolResult():
             return ChatToolResult(id=strawberry.ID(event.id), content=event.content,
                                   is_error=event.is_error, seq=seq, request_id=request_id)
+        case events.ChatCitations():
+            return ChatCitations(sources=citations_of(event.sources), seq=seq,
+                                 request_id=request_id)
         case events.ChatComplete():
             return ChatComplete(
                 tokens=event.tokens, model=event.model, request_id=request_id,

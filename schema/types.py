@@ -14,6 +14,7 @@ from resolvers.auth import TokenPair
 from resolvers.conversations import MessageView
 from resolvers.kit.clock import as_utc
 from resolvers.stats import Stats as StatsData
+from schema.citations import Citation, citations_of
 from schema.scalars import Timestamp
 
 
@@ -61,6 +62,8 @@ class Message:
         default_factory=list, description="Its alternatives (edits, regenerated replies), "
         "itself included, oldest first; switch with switchBranch")
     active: bool = strawberry.field(default=True, description="On the active path")
+    citations: list[Citation] = strawberry.field(
+        default_factory=list, description="A reply's sources (the files its request named)")
     # The conversation's whole tree by position (parent and siblings are read from it).
     _tree: strawberry.Private[dict[int, MessageView] | None] = None
     _row: strawberry.Private[MessageView | None] = None
@@ -88,7 +91,8 @@ class Message:
                    status=row.status,
                    parent_id=strawberry.ID(row.parent_id) if row.parent_id else None,
                    sibling_ids=[strawberry.ID(i) for i in row.sibling_ids],
-                   active=row.active, _tree=tree, _row=row)
+                   active=row.active, citations=citations_of(row.citations),
+                   _tree=tree, _row=row)
 
 
 @strawberry.type

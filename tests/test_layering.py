@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # REST-side faces (each a router of the documented HTTP API) and the admin command line.
 FACES = ("compat_rest", "compat_identity", "compat_keys", "compat_openai", "compat_branches",
-         "compat_transfer", "compat_organize", "compat_tools", "compat_ws", "cli_admin")
+         "compat_transfer", "compat_organize", "compat_tools", "compat_files", "compat_ws",
+         "cli_admin")
 # Entry points sit above server (main aliases it; chat_studio_cli runs it): nothing imports them.
 ENTRY = ("server", "main", "chat_studio_cli")
 TOP_MODULES = (*FACES, *ENTRY, "middleware", "explorers")

@@ -18,18 +18,21 @@ shutdown, replies still running after the drain period end the same way.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import dataclasses
 import json
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from models import ApiKey, User
-from resolvers import access, auth, billing, conversations
+from resolvers import access, auth, billing, conversations, files
 from resolvers.billing import Billing, Price, Reservation
 from resolvers.chat.events import (
     COMPLETE,
@@ -37,6 +40,7 @@ from resolvers.chat.events import (
     INTERRUPTED,
     STOPPED,
     ChatChunk,
+    ChatCitations,
     ChatComplete,
     ChatError,
     ChatToolCall,
@@ -54,8 +58,11 @@ from resolvers.chat.params import (
     Branch,
     ChatMessageInput,
     ChatParams,
+    ImageInput,
+    content_parts,
     validated,
 )
+from resolvers.files import retrieval
 from resolvers.kit import metrics
 from resolvers.kit.broker import DEFAULT_LEASE_SECONDS, Broker, ReplyExists
 from resolvers.kit.clock import now_ms
@@ -74,6 +81,7 @@ from resolvers.llm.base import (
     ChatMessage,
     Finished,
     GenerationRequest,
+    Image,
     ModelInfo,
     Provider,
     ProviderError,
@@ -82,18 +90,53 @@ from resolvers.llm.base import (
     TextChunk,
     Tool,
     ToolCall,
+    sees_images,
 )
 from resolvers.llm.registry import ProviderRegistry, UnknownModel
 from resolvers.titles import Titles
 from resolvers.tools import McpTool, Outcome, Tools, model_name
 
 __all__ = [
-    "DEFAULT_MAX_TOKENS", "DEFAULT_TEMPERATURE", "INTERRUPTED", "MAX_TOKENS_RANGE",
-    "TEMPERATURE_RANGE", "Branch", "Chat", "ChatMessageInput", "ChatParams", "ChatResult",
-    "ReplyHandle", "ReplyInterrupted", "error_of", "reply_key", "until_revoked",
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_TEMPERATURE",
+    "INTERRUPTED",
+    "MAX_TOKENS_RANGE",
+    "TEMPERATURE_RANGE",
+    "Branch",
+    "Chat",
+    "ChatMessageInput",
+    "ChatParams",
+    "ChatResult",
+    "ImageInput",
+    "ReplyHandle",
+    "ReplyInterrupted",
+    "content_parts",
+    "error_of",
+    "reply_key",
+    "until_revoked",
 ]
 
 log = logging.getLogger("chat_studio.chat")
+
+
+DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.ASCII)
+
+
+def _data_url(url: str) -> bytes:
+    """The bytes of a base64 `data:` URL (its declared type is ignored: the bytes are
+    sniffed)."""
+    found = DATA_URL.match(url)
+    if found is None:
+        raise BadInput("An image must be a base64 data: URL (data:image/png;base64,...) or a "
+                       "file part", field="content")
+    try:
+        return base64.b64decode(url[found.end():], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadInput("The image's data: URL is not valid base64", field="content") from exc
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 @dataclass(slots=True)
@@ -113,6 +156,7 @@ class ChatResult:
     prompt_tokens: int = 0
     tool_calls: list[ToolCall] = field(default_factory=list)
     message_id: str | None = None  # the stored reply, when the request named a conversation
+    citations: list[dict[str, Any]] = field(default_factory=list)  # the `files` it was given
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +316,61 @@ class Chat:
     titles: Titles | None = None
     # MCP servers and the tools they offer (issue 15); built by assembly.py.
     tools: Tools | None = None
+    # At most this many characters of a request's `files` go into the prompt (less when the
+    # model's context is smaller: see _sources).
+    retrieval_chars: int = 12_000
+    # Where images of messages are kept (and uploaded ones read); built by assembly.py.
+    uploads: files.Files | None = None
+
+    async def _images(self, actor: User, parts: tuple[ImageInput, ...]) -> tuple[Image, ...]:
+        """The images of a message, checked: a `data:` URL is decoded, sniffed (its declared
+        type is not trusted), bounded and kept as one of the caller's files; a file part must
+        be the caller's image. Remote URLs are refused (they would need the outbound guard)."""
+        images: list[Image] = []
+        for part in parts:
+            if part.file_id is not None:
+                async with self.db.session() as session:
+                    row = await files.get(session, actor, file_id=part.file_id)
+                if row.kind != "image" or self.uploads is None:
+                    raise BadInput(f"The file {row.filename!r} is not an image",
+                                   field="content")
+                data = await asyncio.to_thread(self.uploads.path_of(row).read_bytes)
+                images.append(Image(media_type=row.content_type,
+                                    data=base64.b64encode(data).decode()))
+                continue
+            url = part.url or ""
+            if url.startswith(("http://", "https://")):
+                raise BadInput("Remote image URLs are not fetched: send the image as a data: "
+                               "URL, or upload it (POST /api/files) and send a file part",
+                               field="content")
+            data = _data_url(url)
+            if self.uploads is not None:
+                try:
+                    row = await self.uploads.upload(actor, filename=None, data=_once(data),
+                                                    kinds=("image",))
+                except files.UnsupportedType as exc:
+                    raise BadInput("The image is not a PNG, JPEG, GIF or WEBP",
+                                   field="content") from exc
+                images.append(Image(media_type=row.content_type,
+                                    data=base64.b64encode(data).decode()))
+        return tuple(images)
+
+    async def _sources(self, actor: User, params: ChatParams, model: str
+                       ) -> list[retrieval.Passage]:
+        """The passages of the request's `files` for its newest message, within the model's
+        context. Another user's file id is a NotFound, and nothing is read from it."""
+        async with self.db.session() as session:
+            rows = await files.owned(session, actor, list(params.files))
+            files.require_ready(rows)
+            passages = await retrieval.search(session, actor, file_ids=[r.id for r in rows],
+                                              question=params.messages[-1].content)
+        budget = self.retrieval_chars
+        info = next((m for m in await self.models() if m.id == model), None)
+        if info is not None and info.context_length:
+            # What the context has left after the reply and the messages, ~3 chars a token.
+            used = sum(len(m.content) for m in params.messages) // 3 + params.max_tokens
+            budget = min(budget, max(0, info.context_length - used) * 3)
+        return retrieval.within_budget(passages, budget)
 
     async def models(self) -> list[ModelInfo]:
         return await self.registry.list_models()
@@ -344,11 +443,15 @@ class Chat:
             chosen = await self.tools.resolve(actor, params.server_tools)
             server_tools = {model_name(tool): tool for tool in chosen}
             request_tools = Tools.as_model_tools(chosen)
+        if any(m.images for m in params.messages) and not sees_images(provider, model):
+            raise BadInput(f"The model {model!r} cannot see images: choose a vision model",
+                           field="model")
         request_id = params.request_id or uuid.uuid4().hex
         key = reply_key(actor.id, request_id)
         # validated(): every role is one of llm.base.Role
         history = [ChatMessage(role=cast(Role, m.role), content=m.content,
-                               tool_calls=m.tool_calls, tool_call_id=m.tool_call_id)
+                               tool_calls=m.tool_calls, tool_call_id=m.tool_call_id,
+                               images=await self._images(actor, m.images) if m.images else ())
                    for m in params.messages]
         system_prompt = params.system_prompt
         if params.conversation_id is not None:
@@ -361,6 +464,15 @@ class Chat:
                     system_prompt = conversation.system_prompt
         if system_prompt and not any(m.role == "system" for m in history):
             history.insert(0, ChatMessage(role="system", content=system_prompt))
+        citations: list[dict[str, Any]] | None = None
+        if params.files:
+            passages = await self._sources(actor, params, model)
+            citations = [{"file_id": p.file_id, "filename": p.filename,
+                          "snippet": p.snippet(), "score": p.score} for p in passages]
+            if passages:  # after the system messages, before the conversation
+                at = next((i for i, m in enumerate(history) if m.role != "system"), 0)
+                history.insert(at, ChatMessage(role="system",
+                                               content=retrieval.prompt_of(passages)))
         # budgets: hold the worst case (every prompt byte a token, max_tokens generated)
         # before anything is started; settled to the real cost when the reply ends.
         price = self.billing.prices.price(provider.name, model)
@@ -412,7 +524,7 @@ class Chat:
         running = _Running(stop=StopSignal())
         task = asyncio.create_task(
             self._generate(actor, key, request_id, provider, request, running, params,
-                           _Bill(price, reservation), reply_parent, server_tools),
+                           _Bill(price, reservation), reply_parent, server_tools, citations),
             name=f"reply {key}",
         )
         running.task = task
@@ -425,7 +537,8 @@ class Chat:
                         request: GenerationRequest, running: _Running,
                         params: ChatParams, bill: _Bill,
                         reply_parent: str | None = None,
-                        server_tools: dict[str, McpTool] | None = None) -> None:
+                        server_tools: dict[str, McpTool] | None = None,
+                        citations: list[dict[str, Any]] | None = None) -> None:
         stop = running.stop
         parts: list[str] = []
         status, finish_reason = ERROR, "error"
@@ -437,6 +550,9 @@ class Chat:
         first_token_at: float | None = None  # metrics
         steps: list[conversations.MessageInput] = []  # tool calls and results, to store
         try:
+            if citations is not None:  # first: the sources the reply is given
+                await self.broker.reply_append(key, ChatCitations(
+                    sources=citations, request_id=request_id).to_log())
             for step in range(self._steps(server_tools)):
                 step_parts: list[str] = []
                 calls: list[ToolCall] = []
@@ -537,7 +653,7 @@ class Chat:
                     actor, params, content=content, model=request.model, status=status,
                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                     request_id=request_id, bill=bill, reply_parent=reply_parent,
-                    steps=steps)
+                    steps=steps, citations=citations)
                 terminal = dataclasses.replace(
                     terminal, message_id=message_id,
                     elapsed_ms=round((time.perf_counter() - started) * 1000))
@@ -694,7 +810,8 @@ class Chat:
                      status: str, prompt_tokens: int, completion_tokens: int,
                      request_id: str, bill: _Bill | None,
                      reply_parent: str | None = None,
-                     steps: list[conversations.MessageInput] | None = None) -> str | None:
+                     steps: list[conversations.MessageInput] | None = None,
+                     citations: list[dict[str, Any]] | None = None) -> str | None:
         """Keep the reply, its usage and cost (settling its budget reservation). Failures
         here are logged, never raised: the client still gets its terminal event.
         `bill` None: a reply closed for a dead worker, whose reservation lives in the dead
@@ -714,7 +831,7 @@ class Chat:
                         session, actor, conversation_id=params.conversation_id,
                         messages=[*(steps or ()), conversations.MessageInput(
                             content=content, role="assistant", tokens=completion_tokens,
-                            model=model, status=status)],
+                            model=model, status=status, citations=citations or None)],
                         # Under the message it answers, wherever the active path is now.
                         under=conversations.Under(reply_parent) if reply_parent else None,
                         tool_steps=bool(steps),
@@ -799,8 +916,11 @@ class Chat:
         handle = await self.start(actor, params, api_key=api_key)
         parts: list[str] = []
         calls: list[ToolCall] = []
+        sources: list[dict[str, Any]] = []
         async for _seq, event in self.events(actor, handle.request_id):
             match event:
+                case ChatCitations():
+                    sources = event.sources
                 case ChatChunk():
                     parts.append(event.content)
                 case ChatToolCall():
@@ -813,7 +933,7 @@ class Chat:
                                       model=event.model, request_id=handle.request_id,
                                       finish_reason=event.finish_reason,
                                       prompt_tokens=event.prompt_tokens, tool_calls=calls,
-                                      message_id=event.message_id)
+                                      message_id=event.message_id, citations=sources)
                 case ChatError():
                     raise error_of(event)
         raise AppError("The reply ended without a result")

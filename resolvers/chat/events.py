@@ -110,6 +110,18 @@ class ChatToolResult(_Event):
 
 @event
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChatCitations(_Event):
+    """The sources the reply was given (a chat request's `files`), before its first chunk:
+    `sources` is a list of {file_id, filename, snippet, score}, best first; the model cites
+    them by their place in it ([1] is the first)."""
+
+    type: ClassVar[str] = "citations"
+    WIRE: ClassVar[tuple[str, ...]] = ("sources", "request_id")
+    sources: list[dict[str, Any]]
+
+
+@event
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChatComplete(_Event):
     """The reply ended normally (also after a stop: finish_reason "stopped")."""
 
@@ -143,7 +155,8 @@ class ChatError(_Event):
     elapsed_ms: int | None = None  # internal
 
 
-ReplyEvent = ChatChunk | ChatToolCall | ChatToolResult | ChatComplete | ChatError
+ReplyEvent = (ChatChunk | ChatToolCall | ChatToolResult | ChatCitations | ChatComplete
+              | ChatError)
 
 
 def from_log(data: dict[str, Any]) -> ReplyEvent:

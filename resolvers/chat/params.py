@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from resolvers import validation
-from resolvers.kit.errors import ValidationFailed
+from resolvers.kit.errors import BadInput, ValidationFailed
 from resolvers.llm.base import Tool, ToolCall
 
 DEFAULT_TEMPERATURE = 0.7
@@ -34,6 +35,54 @@ STOP_LENGTH_MAX = 256
 TOOLS_MAX = 128  # OpenAI's limit
 TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TOOL_CHOICES = ("auto", "none", "required")
+FILES_MAX = 20  # files per chat request
+
+
+IMAGES_MAX = 10  # images per request
+
+
+@dataclass(slots=True, frozen=True)
+class ImageInput:
+    """An image part of a message: a `data:` URL (or a remote URL), or one of the caller's
+    uploaded files. Resolved (and checked) by Chat.start."""
+
+    url: str | None = None
+    file_id: str | None = None
+
+
+def content_parts(content: Any, *, field: str = "content"
+                  ) -> tuple[str, tuple[ImageInput, ...]]:
+    """A message's `content` as every face receives it — a string, or a list of content parts
+    (`{"type":"text","text"}`, `{"type":"image_url","image_url":{"url"}}`, `{"type":"file",
+    "file_id"}`) — as its text and its images. BadInput names what is wrong."""
+    if isinstance(content, str):
+        return content, ()
+    if not isinstance(content, list):
+        raise BadInput("content must be a string or a list of content parts", field=field)
+    texts: list[str] = []
+    images: list[ImageInput] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str) or not url:
+                raise BadInput('an image_url part needs {"image_url": {"url": ...}}',
+                               field=field)
+            images.append(ImageInput(url=url))
+        elif kind == "file":
+            file_id = part.get("file_id")
+            if not isinstance(file_id, str) and isinstance(part.get("file"), dict):
+                file_id = part["file"].get("file_id")  # OpenAI's nesting
+            if not isinstance(file_id, str) or not file_id:
+                raise BadInput('a file part needs {"file_id": ...}', field=field)
+            images.append(ImageInput(file_id=file_id))
+        else:
+            raise BadInput(f"unknown content part {kind!r}: use text, image_url or file",
+                           field=field)
+    return "\n".join(texts), tuple(images)
 
 
 @dataclass(slots=True)
@@ -44,6 +93,7 @@ class ChatMessageInput:
     timestamp: int | None = None
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
     tool_call_id: str | None = None  # role "tool": the call this is the result of
+    images: tuple[ImageInput, ...] = ()  # image parts of the message (vision models)
 
 
 @dataclass(slots=True, frozen=True)
@@ -74,6 +124,9 @@ class ChatParams:
     branch: Branch | None = None
     # Tools the server runs itself (MCP, issue 15): `<server>.<tool>` names, or "*".
     server_tools: tuple[str, ...] = ()
+    # Ids of the caller's files to answer from (issue 16): their best passages go into the
+    # prompt and the reply starts with a `citations` event.
+    files: tuple[str, ...] = ()
 
 
 def _check_tool_name(name: str, field: str) -> None:
@@ -109,6 +162,10 @@ def validated(params: ChatParams) -> ChatParams:
     BAD_USER_INPUT / bad_request) naming the first field that breaks one."""
     if not params.messages:
         raise ValidationFailed("messages must hold at least one message", field="messages")
+    if len(params.files) > FILES_MAX:
+        raise ValidationFailed(f"at most {FILES_MAX} files per request", field="files")
+    for file_id in params.files:
+        validation.bounded_text(file_id, field="files", limit=64)
     if len(params.messages) > MESSAGES_MAX:
         raise ValidationFailed(f"at most {MESSAGES_MAX} messages per request", field="messages")
     for message in params.messages:
@@ -137,8 +194,13 @@ def validated(params: ChatParams) -> ChatParams:
         raise ValidationFailed("a request either names server tools or offers its own",
                                field="tools")
     newest = params.messages[-1]
-    # A tool's result may be empty ("no rows"); anything else must say something.
-    if newest.role != "tool" and not newest.content.strip():
+    if sum(len(m.images) for m in params.messages) > IMAGES_MAX:
+        raise ValidationFailed(f"at most {IMAGES_MAX} images per request", field="content")
+    if any(m.images and m.role != "user" for m in params.messages):
+        raise ValidationFailed("only user messages may hold images", field="content")
+    # A tool's result may be empty ("no rows"); anything else must say something (an image
+    # says something).
+    if newest.role != "tool" and not newest.content.strip() and not newest.images:
         raise ValidationFailed("content must not be blank: the newest message is the one "
                                "to answer", field="content")
     low, high = TEMPERATURE_RANGE

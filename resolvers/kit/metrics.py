@@ -122,3 +122,14 @@ def render(open_websockets: int | None = None) -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+# Files and retrieval (issue 16).
+FILE_UPLOADS = Counter("file_uploads_total",
+                       "File uploads, by outcome (stored | too_large | unsupported).",
+                       ["outcome"])
+FILE_EXTRACTION_FAILURES = Counter("file_extraction_failures_total",
+                                   "Files whose text could not be extracted, by kind.", ["kind"])
+RETRIEVAL_LATENCY = Histogram("retrieval_seconds",
+                              "Time to retrieve the chunks of a chat request's files.",
+                              buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                       1.0, 2.5))

@@ -36,11 +36,13 @@ log = logging.getLogger("chat_studio.migrate")
 ADVISORY_LOCK_KEY = int.from_bytes(b"chatmigr", "big", signed=True)
 
 
-# The search index (resolvers/search.py, migration 0013a) is SQL that SQLModel cannot describe:
+# The search indexes (resolvers/search.py, migration 0013a; file passages, 0016a) are SQL that
+# SQLModel cannot describe:
 # FTS5 virtual tables with their shadow tables and key table on SQLite, a generated tsvector
 # column and GIN indexes on PostgreSQL. Autogenerate must neither drop nor re-create them.
-SEARCH_TABLE_PREFIXES = ("message_search", "title_search")
-SEARCH_INDEXES = frozenset({"ix_messages_search", "ix_conversations_search"})
+SEARCH_TABLE_PREFIXES = ("message_search", "title_search", "file_chunk_search")
+SEARCH_INDEXES = frozenset({"ix_messages_search", "ix_conversations_search",
+                            "ix_file_chunks_search"})
 SEARCH_COLUMNS = frozenset({"search_vector"})
 
 

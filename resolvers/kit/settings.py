@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     max_import_mb: float = Field(50.0, gt=0)  # POST /api/import bodies (JSON or a file)
     import_max_conversations: int = Field(10_000, ge=1)  # per import
 
+    # --- files and retrieval (issue 16) ---
+    max_upload_mb: float = Field(25.0, gt=0)  # POST /api/files: larger files get 413
+    # Characters of a chat request's `files` put into the prompt, at most (less when the
+    # model's context is smaller).
+    retrieval_context_chars: int = Field(12_000, ge=500)
+
     # --- real-time (WebSocket /ws/{user_id} and GraphQL subscriptions) ---
     ws_auth_timeout_seconds: float = Field(30.0, gt=0)  # unauthenticated /ws sockets: 4401
     ws_max_message_bytes: int = Field(64 * 1024, ge=1024)  # larger /ws frames: an error

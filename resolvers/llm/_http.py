@@ -43,6 +43,7 @@ class HTTPProvider:
 
     name: str = "http"
     supports_tools = True  # every HTTP provider here has function calling
+    supports_vision = True  # and takes images in its own format (openai, anthropic, gemini)
     label: str = "Upstream"  # how the provider is named in messages shown to users
     default_base_url: str = ""  # each provider's public API
 

@@ -166,9 +166,15 @@ def _blocks(m: ChatMessage) -> str | list[dict[str, Any]]:
     """A turn's content: plain text, or content blocks when it carries tool use/results."""
     if m.role == "tool":
         return [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}]
+    # Anthropic's vision format: image blocks with a base64 source, before the text.
+    images = [{"type": "image", "source": {"type": "base64", "media_type": image.media_type,
+                                           "data": image.data}} for image in m.images]
     if not m.tool_calls:
+        if images:
+            return [*images, *([{"type": "text", "text": m.content}] if m.content else [])]
         return m.content
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+    blocks: list[dict[str, Any]] = images + (
+        [{"type": "text", "text": m.content}] if m.content else [])
     for call in m.tool_calls:
         try:
             arguments = json.loads(call.arguments or "{}")

@@ -7,6 +7,7 @@ Every provider (embedded llama.cpp, OpenAI-compatible, Anthropic, Gemini) implem
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -35,11 +36,24 @@ class Tool:
 
 
 @dataclass(frozen=True, slots=True)
+class Image:
+    """An image a message shows the model: its bytes, base64, and their type."""
+
+    media_type: str  # image/png | image/jpeg | image/gif | image/webp
+    data: str  # base64
+
+    @property
+    def data_url(self) -> str:
+        return f"data:{self.media_type};base64,{self.data}"
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Role
     content: str
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
     tool_call_id: str | None = None  # a tool turn: which call this is the result of
+    images: tuple[Image, ...] = ()  # shown with the text (vision models only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +128,7 @@ class StopSignal:
 class Provider(Protocol):
     name: str
     supports_tools: bool  # False: a request with tools is refused before generation
+    supports_vision: bool  # False: a message with images is refused before generation
 
     async def list_models(self) -> list[ModelInfo]:
         """Models this provider serves right now."""
@@ -129,3 +144,15 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         ...
+
+
+# Models of vision-capable providers that take text only (older or non-chat models).
+TEXT_ONLY_MODELS = re.compile(
+    r"^(gpt-3\.5|gpt-4-(0314|0613|32k)|o1-mini|o3-mini|text-|davinci|babbage|"
+    r"claude-(2|instant)|gemini-1\.0|gemini-pro$)|embedding", re.IGNORECASE)
+
+
+def sees_images(provider: Provider, model: str) -> bool:
+    """Whether `model` of `provider` accepts images (a request with images to one that does
+    not is refused before generation)."""
+    return provider.supports_vision and TEXT_ONLY_MODELS.search(model) is None

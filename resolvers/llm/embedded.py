@@ -273,6 +273,7 @@ class EmbeddedProvider:
 
     name = "embedded"
     supports_tools = False  # a 135M model: no function calling
+    supports_vision = False  # nor sight
 
     def __init__(
         self,

@@ -170,7 +170,11 @@ def _parts(m: ChatMessage, names: dict[str, str]) -> list[dict[str, Any]]:
             "name": names.get(m.tool_call_id or "", ""),
             # Gemini wants an object: a JSON object result as it is, anything else wrapped.
             "response": result if isinstance(result, dict) else {"content": m.content}}}]
-    parts: list[dict[str, Any]] = [{"text": m.content}] if m.content or not m.tool_calls else []
+    # Gemini's vision format: inlineData parts (base64), then the text.
+    parts: list[dict[str, Any]] = [{"inlineData": {"mimeType": image.media_type,
+                                                   "data": image.data}} for image in m.images]
+    if m.content or not (m.tool_calls or m.images):
+        parts.append({"text": m.content})
     for call in m.tool_calls:
         try:
             arguments = json.loads(call.arguments or "{}")

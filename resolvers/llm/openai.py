@@ -150,6 +150,9 @@ def _message(m: ChatMessage) -> dict[str, Any]:
     if m.role == "tool":
         return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
     message: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.images:  # OpenAI's vision format: content parts, images as data URLs
+        message["content"] = [{"type": "text", "text": m.content}, *(
+            {"type": "image_url", "image_url": {"url": image.data_url}} for image in m.images)]
     if m.tool_calls:
         message["content"] = m.content or None
         message["tool_calls"] = [{"id": c.id, "type": "function",

@@ -1,0 +1,157 @@
+"""Retrieval quality and latency (issue 16), in process over the real operations:
+
+    python -m bench.retrieval --db sqlite|postgres [--chunks 10000] [--queries 200]
+
+1. recall@5 on the labelled set in bench/data/retrieval_set.json: each document is uploaded as
+   a file of one user (resolvers/files.Files.upload, extracted like any upload); each question
+   is answered by resolvers/files/retrieval.search over all of them; a hit is the labelled file
+   among the first five passages' files.
+2. latency at N chunks: N synthetic passages of 150 words (function words, then 5,000
+   made-up words, Zipf weights) in 100 files of one user, plus another user's N/2 (scoping
+   must not cost), then `queries` questions of 3-8 words over all 100 files: p50 and p99.
+
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, text
+
+from models import FileChunk, StoredFile, User
+from resolvers.files import Files, retrieval
+from resolvers.kit import textsearch
+from resolvers.kit.db import Database
+from resolvers.kit.migrate import upgrade
+
+SET = Path(__file__).parent / "data" / "retrieval_set.json"
+
+
+async def _user(db: Database) -> User:
+    name = f"b{uuid.uuid4().hex[:8]}"
+    user = User(id=str(uuid.uuid4()), username=name, username_key=name,
+                email=f"{name}@bench.example", password_hash="x", created_at=datetime.now(UTC))
+    async with db.session() as session:
+        session.add(user)
+        await session.commit()
+        await session.refresh(user)
+    return user
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def recall(db: Database, directory: Path, k: int = 5) -> dict[str, Any]:
+    labelled = json.loads(SET.read_text())
+    user = await _user(db)
+    files = Files(db=db, directory=directory, max_bytes=10 * 1024 * 1024)
+    ids: dict[str, str] = {}
+    for name, body in labelled["documents"].items():
+        row = await files.upload(user, filename=name, data=_once(body.encode()))
+        ids[row.id] = name
+    await files.wait_idle()
+    hits, misses = 0, []
+    for question, expected in labelled["questions"]:
+        async with db.session() as session:
+            found = await retrieval.search(session, user, file_ids=list(ids), question=question,
+                                           limit=k)
+        if expected in [p.filename for p in found]:
+            hits += 1
+        else:
+            misses.append(question)
+    total = len(labelled["questions"])
+    return {"recall_at_5": round(hits / total, 3), "questions": total,
+            "documents": len(ids), "missed": misses}
+
+
+async def latency(db: Database, chunks: int, queries: int) -> dict[str, Any]:
+    rng = random.Random(16)
+    # The most frequent words are the function words real text starts with, then 5,000
+    # made-up words of 3-10 letters (distinct, so prefixes collide no more than in English).
+    made_up: set[str] = set()
+    while len(made_up) < 5000:
+        made_up.add("".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(3, 10))))
+    vocabulary = sorted(retrieval.STOPWORDS) + sorted(made_up - retrieval.STOPWORDS)
+    weights = [1 / (rank + 1) for rank in range(len(vocabulary))]
+    user, other = await _user(db), await _user(db)
+
+    async def fill(owner: User, count: int) -> list[str]:
+        file_ids = [str(uuid.uuid4()) for _ in range(100)]
+        async with db.session() as session:
+            session.add_all(StoredFile(id=f, user_id=owner.id, filename=f"{f}.txt",
+                                       content_type="text/plain", kind="text", size=1,
+                                       status="ready", chunks=count // 100, created_at=1)
+                            for f in file_ids)
+            await session.commit()
+            rows = []
+            for n in range(count):
+                body = " ".join(rng.choices(vocabulary, weights, k=150))
+                rows.append({"file_id": file_ids[n % 100], "user_id": owner.id,
+                             "ordinal": n // 100, "text": body,
+                             "search_text": textsearch.index_text(body)})
+                if len(rows) == 1000:
+                    await session.exec(insert(FileChunk), params=rows)  # type: ignore[call-overload]
+                    rows = []
+            if rows:
+                await session.exec(insert(FileChunk), params=rows)  # type: ignore[call-overload]
+            await session.commit()
+        return file_ids
+
+    started = time.perf_counter()
+    file_ids = await fill(user, chunks)
+    await fill(other, chunks // 2)
+    async with db.engine.begin() as conn:  # what autovacuum (PostgreSQL) does after a load
+        await conn.execute(text("ANALYZE"))
+    seeded = time.perf_counter() - started
+    times = []
+    for _ in range(queries):
+        question = " ".join(rng.choices(vocabulary, weights, k=rng.randint(3, 8)))
+        began = time.perf_counter()
+        async with db.session() as session:
+            await retrieval.search(session, user, file_ids=file_ids, question=question)
+        times.append((time.perf_counter() - began) * 1000)
+    times.sort()
+    return {"chunks": chunks, "queries": queries, "seed_s": round(seeded, 1),
+            "p50_ms": round(statistics.median(times), 2),
+            "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2)}
+
+
+async def run(url: str, chunks: int, queries: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = url or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        if url.startswith("postgresql://"):
+            url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
+        db = Database(url)
+        try:
+            await upgrade(db.engine)
+            return {**await recall(db, Path(tmp) / "files"),
+                    **await latency(db, chunks, queries)}
+        finally:
+            await db.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", default="", help="database URL (default: a SQLite file)")
+    parser.add_argument("--chunks", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args.url, args.chunks, args.queries)),
+                     ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
