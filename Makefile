@@ -34,6 +34,8 @@ lint: install
 		compat_openai.py compat_identity.py compat_branches.py compat_transfer.py \
 		compat_organize.py compat_tools.py compat_files.py cli_admin.py middleware.py server.py main.py chat_studio_cli.py \
 		explorers.py
+	# The tests, loosely: default flags, imported app modules silent (they are checked above).
+	$(PY) -m mypy --follow-imports=silent tests
 
 ## Rewrite schema.graphql from the code (tests/test_schema_snapshot.py compares them).
 schema: install

@@ -109,7 +109,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "embedded_model_enabled": False,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,7 +20,7 @@ from resolvers.kit.db import Database
 from resolvers.kit.migrate import upgrade
 from tests.conftest import POSTGRES_URL, _unreachable
 
-ROWS = {
+ROWS: dict[str, list[tuple[Any, ...]]] = {
     "users": [("u1", "alice", "alice", "alice@example.com"), ("u2", "bob", "bob", "bob@e.com")],
     "conversations": [("p1", "c1", "u1", "旅行计划 Trip", 10, 20),
                       ("p2", "c2", "u1", "Empty one", 11, 21),

@@ -140,7 +140,7 @@ FACES = ("rest", "sse", "ws", "graphql", "graphql_ws")
 async def fake_llm() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI(chunks=list(CHUNKS), completion_tokens=REPLY_TOKENS,
                           prompt_tokens=11, chunk_delay=0.01) as fake:
-        yield fake  # type: ignore[misc]
+        yield fake
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def from_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return Settings(_env_file=None)  # type: ignore[call-arg]
+    return Settings(_env_file=None)
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_development_makes_a_key_once_and_tokens_survive_a_restart(
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert len(key_file.read_text().strip()) >= 32
 
-    restarted = Settings(_env_file=None)  # type: ignore[call-arg]
+    restarted = Settings(_env_file=None)
     claims = Security(restarted).decode_access_token(token)
     assert claims.user_id == "user_1"
     assert restarted.signing_key() == first.signing_key()

@@ -86,9 +86,9 @@ def test_model_aliases_from_the_environment(monkeypatch: pytest.MonkeyPatch,
                                             tmp_path: Path) -> None:
     monkeypatch.setenv("MODEL_ALIASES", " gpt-3.5-turbo = smollm2-135m-instruct ,"
                        "gpt-4=openai/gpt-4o,")
-    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=tmp_path)
     assert settings.model_aliases == {"gpt-3.5-turbo": "smollm2-135m-instruct",
                                       "gpt-4": "openai/gpt-4o"}
     monkeypatch.setenv("MODEL_ALIASES", "gpt-3.5-turbo")
     with pytest.raises(ValueError, match="is not name=model"):
-        Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+        Settings(_env_file=None, data_dir=tmp_path)

@@ -19,7 +19,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -136,7 +136,7 @@ class FakeProvider:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> FakeProvider:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -63,5 +63,5 @@ async def test_the_openai_sdk_uses_the_embedded_model_with_a_key(
                                   "cost_usd": 0.0}]
         assert (await http.delete(f"/api/keys/{key['id']}", headers=owner.headers)
                 ).status_code == 204
-        refused = await http.get("/v1/models", headers={"Authorization": f"Bearer {key['key']}"})
-        assert refused.status_code == 401
+        revoked = await http.get("/v1/models", headers={"Authorization": f"Bearer {key['key']}"})
+        assert revoked.status_code == 401

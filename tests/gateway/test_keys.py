@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from resolvers.kit.db import Database
 from tests.conftest import LiveServer, bearer
@@ -149,7 +150,7 @@ async def test_revoking_refuses_the_key_at_once_and_closes_its_sockets(
     async with (connect(f"{gateway.ws_url}/ws/{uid}?token={secret}") as ws,
                 connect(f"{gateway.ws_url}/ws/{uid}?token={other_key['key']}") as other_ws,
                 connect(f"{gateway.ws_url}/graphql",
-                        subprotocols=["graphql-transport-ws"]) as gql):
+                        subprotocols=[Subprotocol("graphql-transport-ws")]) as gql):
         await gql.send(json.dumps({"type": "connection_init", "payload": {"token": secret}}))
         assert json.loads(await gql.recv())["type"] == "connection_ack"
         await ws.send(json.dumps({"type": "ping"}))

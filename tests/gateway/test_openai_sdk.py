@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -107,7 +108,7 @@ async def test_a_stream_without_include_usage_has_no_usage_chunk(
 
 async def test_errors_are_openai_shaped(sdk: openai.AsyncOpenAI, gateway: LiveServer,
                                         fakes: FakeThread) -> None:
-    hello = [{"role": "user", "content": "hi"}]
+    hello: Any = [{"role": "user", "content": "hi"}]  # plain dicts, as users' code sends
     with pytest.raises(openai.NotFoundError) as missing:
         await sdk.chat.completions.create(model="no-such-model", messages=hello)
     assert missing.value.code == "model_not_found"
@@ -115,9 +116,9 @@ async def test_errors_are_openai_shaped(sdk: openai.AsyncOpenAI, gateway: LiveSe
         await sdk.chat.completions.create(model=MODELS["openai"], messages=hello, n=2)
     assert many.value.param == "n"
     with pytest.raises(openai.BadRequestError):
-        await sdk.chat.completions.create(model=MODELS["openai"], messages=[
-            {"role": "user", "content": [{"type": "image_url",
-                                          "image_url": {"url": "data:image/png;base64,AA"}}]}])
+        image: Any = [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]
+        await sdk.chat.completions.create(model=MODELS["openai"], messages=image)
     with pytest.raises(openai.BadRequestError):
         await sdk.chat.completions.create(model=MODELS["openai"], messages=[])
     with pytest.raises(openai.BadRequestError):
@@ -164,7 +165,7 @@ async def test_the_chat_rate_limit_is_openais_429_on_v1(tmp_path: Path, fakes: F
             secret = (await owner.make_key())["key"]
         async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=secret,
                                       max_retries=0) as client:
-            hello = [{"role": "user", "content": "hi"}]
+            hello: Any = [{"role": "user", "content": "hi"}]  # plain dicts, as users' code sends
             await client.chat.completions.create(model=MODELS["openai"], messages=hello)
             with pytest.raises(openai.RateLimitError) as limited:
                 await client.chat.completions.create(model=MODELS["openai"], messages=hello)

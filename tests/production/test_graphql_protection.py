@@ -118,7 +118,7 @@ async def test_batching_is_refused(http: httpx.AsyncClient) -> None:
 
 
 async def test_validation_cache_hits(http: httpx.AsyncClient) -> None:
-    cache = _get_validate_cache(CACHE_SIZE)
+    cache: Any = _get_validate_cache(CACHE_SIZE)  # an lru_cache wrapper
     query = "query CacheProbe { __typename }"
     await gql(http, query)
     hits = cache.cache_info().hits

@@ -135,7 +135,7 @@ async def test_every_log_line_of_a_request_has_its_id() -> None:
     handler = configure_logging(make_settings(Path("/tmp"), log_format="json"), stream=stream)
     log = logging.getLogger("chat_studio.test")
 
-    async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+    async def app(scope: dict, receive: object, send: object) -> None:
         log.info("inside the request")
 
         async def later() -> None:  # a task started by the request inherits its id

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -94,7 +95,7 @@ async def test_usage_is_grouped_by_day_model_and_key_and_only_the_callers(
                                    completion_tokens=2, created_at=at, cost_micros=cost,
                                    api_key_id=key_id))
         await session.commit()
-        span = {"start": "2026-03-01", "end": "2026-03-31"}
+        span: dict[str, Any] = {"start": "2026-03-01", "end": "2026-03-31"}
         by_day = await billing.usage(session, alice, group_by="day", **span)
         by_model = await billing.usage(session, alice, group_by="model", **span)
         by_key = await billing.usage(session, alice, group_by="key", **span)

@@ -16,10 +16,10 @@ async def test_racing_appends_all_land_in_one_chain(services: Services) -> None:
         await auth.register(session, services.security, username="racer",
                             email="racer@example.com", password="correct horse")
     async with services.db.session() as session:
-        actor = await auth.authenticate(session, services.security,
-                                        (await auth.login(session, services.security,
-                                                          username="racer",
-                                                          password="correct horse")).access_token)
+        pair = await auth.login(session, services.security, username="racer",
+                                password="correct horse")
+        assert isinstance(pair, auth.TokenPair)  # no 2FA here
+        actor = await auth.authenticate(session, services.security, pair.access_token)
         await conversations.create(session, actor, data=ConversationInput(
             id="race", title="Race", model="m",
             messages=[MessageInput(content="start", role="user")]))

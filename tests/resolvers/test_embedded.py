@@ -52,6 +52,7 @@ async def _run(provider: EmbeddedProvider, request: GenerationRequest,
             assert not finished, "text after Finished"
             chunks.append(item.text)
         else:
+            assert isinstance(item, Finished), item  # the embedded model calls no tools
             finished.append(item)
     assert len(finished) == 1
     return chunks, finished[0]

@@ -75,19 +75,19 @@ async def case(request: pytest.FixtureRequest) -> AsyncIterator[Case]:
 @pytest.fixture
 async def openai_fake() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI() as fake:
-        yield fake  # type: ignore[misc]
+        yield fake
 
 
 @pytest.fixture
 async def anthropic_fake() -> AsyncIterator[FakeAnthropic]:
     async with FakeAnthropic() as fake:
-        yield fake  # type: ignore[misc]
+        yield fake
 
 
 @pytest.fixture
 async def gemini_fake() -> AsyncIterator[FakeGemini]:
     async with FakeGemini() as fake:
-        yield fake  # type: ignore[misc]
+        yield fake
 
 
 def _request(model: str, *, temperature: float = DEFAULT_TEMPERATURE,
@@ -435,7 +435,7 @@ Fakes = tuple[FakeOpenAI, FakeAnthropic, FakeGemini]
 @pytest.fixture
 async def fakes() -> AsyncIterator[Fakes]:
     async with FakeOpenAI() as o, FakeAnthropic() as a, FakeGemini() as g:
-        yield o, a, g  # type: ignore[misc]
+        yield o, a, g
 
 
 def _config(fakes: Fakes, **kw: object) -> LLMConfig:
