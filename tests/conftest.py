@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -122,6 +123,24 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
     """The service container without any transport: for tests of resolvers/."""
     async with running_services(settings) as built:
         yield built
+
+
+def wait_until_serving(process: subprocess.Popen[bytes], url: str, log_path: Path, *,
+                       name: str, seconds: float = 60) -> None:
+    """Until a server process we started answers `url`/health with 200; fails with its log
+    when it exits first or never answers."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker {name} exited: {log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker {name} did not start")
+        time.sleep(0.1)
 
 
 def free_port() -> int:

@@ -29,7 +29,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.chat.support import SSE, sse_events
-from tests.conftest import IN_CI, bearer, free_port, register
+from tests.conftest import IN_CI, bearer, free_port, register, wait_until_serving
 from tests.fakes import FakeOpenAI
 from tests.realtime.clients import GraphQLWS, recv_json
 
@@ -100,18 +100,8 @@ def start_worker(name: str, env: dict[str, str], log_dir: Path) -> Worker:
                                    env={**env, "PORT": str(port)}, stdout=log,
                                    stderr=subprocess.STDOUT)
     worker = Worker(name, port, process, log_path)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"worker {name} exited: {log_path.read_text()}")
-        try:
-            if httpx.get(f"{worker.url}/health", timeout=1).status_code == 200:
-                return worker
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"worker {name} did not start")
-        time.sleep(0.1)
+    wait_until_serving(process, worker.url, log_path, name=name)
+    return worker
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pytest
 import redis
 from websockets.asyncio.client import connect
 
-from tests.conftest import IN_CI, bearer, free_port, register
+from tests.conftest import IN_CI, bearer, free_port, register, wait_until_serving
 from tests.fakes import FakeOpenAI
 from tests.realtime.clients import close_code, recv_json, recv_until, reply, user_id
 from tests.realtime.conftest import CHUNKS, MODEL
@@ -69,18 +68,8 @@ def start_worker(name: str, env: dict[str, str], log_dir: Path) -> Worker:
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     worker = Worker(name, port, process)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"worker {name} exited: {(log_dir / f'{name}.log').read_text()}")
-        try:
-            if httpx.get(f"{worker.url}/health", timeout=1).status_code == 200:
-                return worker
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"worker {name} did not start")
-        time.sleep(0.1)
+    wait_until_serving(process, worker.url, log_dir / f"{name}.log", name=name)
+    return worker
 
 
 @pytest.fixture
