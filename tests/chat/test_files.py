@@ -209,6 +209,9 @@ async def test_a_huge_upload_is_refused_while_it_streams(small_limit_server: Liv
                 writer.write(chunk(piece))
                 await writer.drain()
                 sent += len(piece)
+                # drain() does not yield while the transport is not paused: without this the
+                # answer already received would wait, unread, while we keep sending.
+                await asyncio.sleep(0)
             status_line = await answer
     except (ConnectionError, OSError):
         status_line = await asyncio.wait_for(answer, LIMIT)
