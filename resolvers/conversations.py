@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, update
+from sqlalchemy import Table, delete, func, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -59,14 +59,6 @@ class ConversationInput:
 class ConversationWithMessages:
     conversation: Conversation
     messages: list[MessageView]
-
-
-@dataclass(slots=True)
-class ConversationPage:
-    items: list[Conversation]
-    has_next_page: bool
-    end_cursor: str | None
-    total_count: int
 
 
 class ConversationNotFound(NotFound):
@@ -499,53 +491,6 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
     if not 0 <= number < 2**63:
         raise ValidationFailed("Invalid cursor", field="after")
     return number, pk
-
-
-async def list_page(
-    session: AsyncSession, actor: User, *, first: int = 50, after: str | None = None
-) -> ConversationPage:
-    """The caller's conversations, newest `updatedAt` first, keyset-paged (stable while
-    conversations change, and an index scan however deep the page)."""
-    if not 0 <= first <= PAGE_MAX:
-        raise ValidationFailed(f"first must be between 0 and {PAGE_MAX}", field="first")
-    query = select(Conversation).where(Conversation.user_id == actor.id)
-    if after:
-        updated_at, pk = _decode_cursor(after)
-        query = query.where(
-            or_(
-                col(Conversation.updated_at) < updated_at,
-                and_(col(Conversation.updated_at) == updated_at, col(Conversation.pk) < pk),
-            )
-        )
-    query = query.order_by(col(Conversation.updated_at).desc(), col(Conversation.pk).desc())
-    rows = list((await session.exec(query.limit(first + 1))).all())
-    total = (
-        await session.exec(
-            select(func.count()).select_from(Conversation).where(Conversation.user_id == actor.id)
-        )
-    ).one()
-    items = rows[:first]
-    return ConversationPage(
-        items=items,
-        has_next_page=len(rows) > first,
-        end_cursor=cursor_of(items[-1]) if items else None,
-        total_count=int(total),
-    )
-
-
-async def list_all(session: AsyncSession, actor: User) -> list[ConversationWithMessages]:
-    """Every conversation of the caller with its messages, in two queries (the REST list)."""
-    rows = list(
-        (
-            await session.exec(
-                select(Conversation)
-                .where(Conversation.user_id == actor.id)
-                .order_by(col(Conversation.updated_at).desc(), col(Conversation.pk).desc())
-            )
-        ).all()
-    )
-    messages = await messages_for(session, [row.pk for row in rows])
-    return [ConversationWithMessages(row, messages.get(row.pk, [])) for row in rows]
 
 
 async def count_all(session: AsyncSession) -> int:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 from typing import Any
 
 import pytest
 from sqlmodel import select
 
-from models import Message, User
-from resolvers import auth, conversations
+from models import Conversation, Message, User
+from resolvers import auth, conversations, organize
 from resolvers.conversations import ConversationInput, MessageInput
 from resolvers.kit.errors import Conflict, NotFound, ValidationFailed
 from resolvers.services import Services
@@ -67,9 +68,20 @@ async def remove(services: Services, actor: User, conversation_id: str) -> None:
         await conversations.remove(session, actor, conversation_id=conversation_id)
 
 
-async def page(services: Services, actor: User, **kwargs: Any) -> conversations.ConversationPage:
+@dataclasses.dataclass
+class Page:
+    items: list[Conversation]
+    has_next_page: bool
+    end_cursor: str | None
+    total_count: int
+
+
+async def page(services: Services, actor: User, **kwargs: Any) -> Page:
+    """The list as every face pages it (organize.page), its items the conversation rows."""
     async with services.db.session() as session:
-        return await conversations.list_page(session, actor, **kwargs)
+        found = await organize.page(session, actor, **kwargs)
+    return Page([item.conversation for item in found.items], found.has_next_page,
+                found.end_cursor, found.total_count)
 
 
 def contents(stored: conversations.ConversationWithMessages) -> list[tuple[str, str]]:
@@ -233,7 +245,7 @@ async def test_newest_first(services: Services, alice: User) -> None:
     await replace(services, alice, "a", conv(None, "touched"))
     assert [c.id for c in (await page(services, alice)).items] == ["a", "c", "b"]
     async with services.db.session() as session:
-        listed = await conversations.list_all(session, alice)
+        listed = (await organize.page(session, alice, first=None)).items
     assert [c.conversation.id for c in listed] == ["a", "c", "b"]
 
 
