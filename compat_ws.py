@@ -342,14 +342,9 @@ class Connection:
 
     async def on_chat(self, user: User, data: dict[str, Any]) -> None:
         assert self.live is not None
-        self.live.require("chat")  # a socket opened with an API key needs its chat scope
-        params = chat_params(data)
-        if len(self.readers) >= MAX_READERS:
-            raise BadInput(f"At most {MAX_READERS} replies at a time on one connection")
-        handle = await self.services.chat.start(user, params, api_key=self.live.key)
-        if params.conversation_id is not None:
-            await self.join(params.conversation_id)
-        self._read(user, handle.request_id, after=0)
+        # The scope first: a key without `chat` is refused whatever the message says.
+        self.live.require("chat")
+        await self._start(user, chat_params(data))
 
     async def on_regenerate(self, user: User, data: dict[str, Any]) -> None:
         conversation_id, message_id, options = _branch_fields(data)
