@@ -617,7 +617,7 @@ async def event_stream(services: Services, caller: keys.Caller, request_id: str,
     events = chat.until_revoked(
         services.chat.events(caller.user, request_id, after=after),
         live.wait_until_caller_revoked(services.broker, services.db, services.security,
-                                       caller, token),
+                                       token, caller.key),
         request_id=request_id)
     try:
         first_seq, first = await anext(events)

@@ -111,12 +111,12 @@ async def wait_until_revoked(broker: Broker, db: Database, security: Security,
 
 
 async def wait_until_caller_revoked(broker: Broker, db: Database, security: Security,
-                                    caller: keys.Caller, token: str) -> str:
-    """Until the credential `caller` used — an API key, else the access token `token` —
-    stops authorizing a stream (SSE): key revocation or expiry, logout-everywhere,
+                                    token: str, key: ApiKey | None) -> str:
+    """Until the credential a caller used — the API key `key`, else the access token `token`
+    — stops authorizing its socket or stream: key revocation or expiry, logout-everywhere,
     deactivation, deletion."""
-    if caller.key is not None:
-        return await wait_until_key_revoked(broker, db, caller.key)
+    if key is not None:
+        return await wait_until_key_revoked(broker, db, key)
     return await wait_until_revoked(broker, db, security, token)
 
 
@@ -163,11 +163,8 @@ class LiveSocket:
 
     async def _watch(self, token: str, key: ApiKey | None) -> None:
         services = self._services
-        if key is not None:
-            reason = await wait_until_key_revoked(services.broker, services.db, key)
-        else:
-            reason = await wait_until_revoked(services.broker, services.db, services.security,
-                                              token)
+        reason = await wait_until_caller_revoked(services.broker, services.db,
+                                                 services.security, token, key)
         log.info("closing a live socket: token %s", reason)
         await self._on_revoked(reason)
 
