@@ -770,10 +770,14 @@ class Chat:
         request_id = str(info.meta.get("request_id") or key.rpartition("/")[2])
         model = str(info.meta.get("model") or "")
         parts: list[str] = []
+        citations: list[dict[str, Any]] | None = None  # the sources, when it was given files
         if info.last_seq:
             async for seq, data in self.broker.reply_events(key):
                 if data.get("type") == ChatChunk.type:
                     parts.append(str(data.get("content", "")))
+                elif data.get("type") == ChatCitations.type:
+                    sources = data.get("sources")
+                    citations = list(sources) if isinstance(sources, list) else None
                 if seq >= info.last_seq:
                     break
         conversation_id = info.meta.get("conversation_id")
@@ -786,7 +790,7 @@ class Chat:
                     owner, ChatParams(messages=[], conversation_id=conversation_id),
                     content="".join(parts), model=model, status=INTERRUPTED,
                     prompt_tokens=0, completion_tokens=len(parts), request_id=request_id,
-                    bill=None)
+                    bill=None, citations=citations)
         terminal = dataclasses.replace(interrupted_event(request_id), message_id=message_id)
         await self.broker.reply_append(key, terminal.to_log(), terminal=True)
         metrics.CHAT_INTERRUPTED.labels(model=model, cause="worker_lost").inc()  # metrics
