@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlsplit
 
 import httpx2
@@ -57,10 +58,14 @@ class RemoteImages:
 
     def _http(self) -> httpx2.AsyncClient:
         if self._client is None:
+            # One client for every user: it keeps no cookies (one user's fetch must not send
+            # what a server set during another's) and ignores proxy variables (trust_env).
             self._client = httpx2.AsyncClient(
                 transport=self.outbound.transport(), follow_redirects=True,
                 max_redirects=MAX_REDIRECTS, timeout=self.timeout, trust_env=False,
-                headers={"Accept": ACCEPT, "User-Agent": USER_AGENT})
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+                headers={"Accept": ACCEPT, "Accept-Encoding": "identity",
+                         "User-Agent": USER_AGENT})
         return self._client
 
     async def fetch(self, url: str) -> bytes:
@@ -111,10 +116,17 @@ class RemoteImages:
             if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
                 raise self._failed(f"The image at {shown} is larger than {limit}",
                                    "too_large")
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                # Asked for identity: decompressing what a server sends anyway could turn a
+                # few kilobytes into gigabytes before a single piece is counted.
+                raise self._failed(f"The image at {shown} was sent compressed "
+                                   f"(Content-Encoding: {encoding}): not fetched",
+                                   "unreachable")
             pieces: list[bytes] = []
             size = 0
             sniffed = False
-            async for piece in response.aiter_bytes():
+            async for piece in response.aiter_raw():
                 size += len(piece)
                 if size > self.max_bytes:
                     raise self._failed(f"The image at {shown} is larger than {limit}",

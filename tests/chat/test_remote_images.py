@@ -9,6 +9,7 @@ allow-list the guard still refuses loopback and the metadata address, and never 
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import threading
 import time
@@ -43,6 +44,7 @@ class ImageHost:
 
     server: ThreadingHTTPServer
     paths: list[str] = field(default_factory=list)  # every request it received
+    cookies: list[str | None] = field(default_factory=list)  # their Cookie headers
     endless_sent: int = 0
 
     @property
@@ -68,8 +70,12 @@ def _handler(host: list[ImageHost]) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             state = host[0]
             state.paths.append(self.path)
+            state.cookies.append(self.headers.get("Cookie"))
             if self.path == "/red.png":  # the declared type is wrong: the bytes decide
-                self._send(200, PNG, "text/plain")
+                self._send(200, PNG, "text/plain", **{"Set-Cookie": "seen=1; Path=/"})
+            elif self.path == "/gzipped.png":
+                self._send(200, gzip.compress(PNG), "image/png",
+                           **{"Content-Encoding": "gzip"})
             elif self.path == "/photos/red":
                 self._send(302, b"", "text/plain", Location="/red.png")
             elif self.path == "/to-metadata":
@@ -120,6 +126,7 @@ def image_host_session() -> Iterator[ImageHost]:
 @pytest.fixture
 def image_host(image_host_session: ImageHost) -> ImageHost:
     image_host_session.paths.clear()
+    image_host_session.cookies.clear()
     image_host_session.endless_sent = 0
     return image_host_session
 
@@ -197,6 +204,8 @@ async def test_every_face_fetches_a_remote_image(user: User, fakes: FakeThread,
     assert response.status_code == 200, response.text
     assert received_image("openai", fakes) == (EXPECTED["openai"], "What colour is this?")
     assert image_host.paths == ["/red.png", "/photos/red", "/red.png", "/red.png", "/red.png"]
+    # The server set a cookie each time; no fetch (for this user or any other) sends it back.
+    assert image_host.cookies == [None] * 5
     assert len(await files_of(user)) == 4
 
 
@@ -207,6 +216,7 @@ FAILURES = [
     ("/endless.png", "is larger than the limit of 1048576 bytes"),
     ("/slow.png", "did not arrive within 1 seconds"),
     ("/to-metadata", "resolves to a cloud metadata address"),
+    ("/gzipped.png", "was sent compressed (Content-Encoding: gzip)"),
 ]
 
 
