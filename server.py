@@ -48,6 +48,7 @@ log = logging.getLogger("chat_studio.server")
 # replies generated elsewhere, idle sockets) get this long before their tasks are cancelled.
 # Without it uvicorn waits for them forever, and one client could hold up the shutdown.
 SHUTDOWN_GRACE_SECONDS = 5
+GRAPHQL_PATH = "/graphql"
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -152,7 +153,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: request ids and HTTP metrics, then the body limit (413 before any parsing).
     middleware.install(app, max_body_bytes=settings.max_body_bytes,
                        larger={compat_transfer.IMPORT_PATH: compat_transfer.import_limit(settings),
-                               compat_files.FILES_PATH: compat_files.upload_limit(settings)})
+                               compat_files.FILES_PATH: compat_files.upload_limit(settings)},
+                       # GraphQL multipart requests carry uploads (schema/files.py): the
+                       # upload limit; their `operations` field stays bounded (schema/http.py).
+                       multipart={GRAPHQL_PATH: compat_files.upload_limit(settings)})
     compat_rest.install(app)
     compat_identity.install(app)
     compat_keys.install(app)
@@ -167,7 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     schema = build_schema(limits=Limits.from_settings(settings))
     # path= rather than prefix=: the route keeps its full template (/graphql) for metrics.
     # multipart: file uploads (the GraphQL multipart request spec; schema/files.py).
-    app.include_router(GraphQLRouter(schema, settings, path="/graphql",
+    app.include_router(GraphQLRouter(schema, settings, path=GRAPHQL_PATH,
                                      ide_html=explorers.graphiql_html,
                                      multipart_uploads_enabled=True))
     return app

@@ -11,6 +11,7 @@ from resolvers.billing import Billing, PriceTable, to_micros
 from resolvers.chat import Chat
 from resolvers.chat.limits import ChatLimits
 from resolvers.files import Files
+from resolvers.files.remote import RemoteImages
 from resolvers.kit.broker import make_broker
 from resolvers.kit.db import Database
 from resolvers.kit.migrate import upgrade
@@ -59,6 +60,7 @@ async def running_services(
                          retention_seconds=settings.reply_retention_seconds)
     registry = ProviderRegistry(llm_config(settings), providers=providers)
     limiter = make_limiter(settings.redis_url or None)
+    outbound = Outbound(allow=tuple(settings.outbound_allow))  # MCP servers and image URLs
     chat = Chat(db=db, broker=broker, registry=registry, limiter=limiter,
                 lease_seconds=settings.reply_lease_seconds,
                 limits=ChatLimits(per_minute=settings.rate_limit_chat_per_minute,
@@ -69,12 +71,15 @@ async def running_services(
                         settings.default_monthly_budget_usd)),
                 titles=Titles(db=db, broker=broker, registry=registry,
                               model=settings.title_model, enabled=settings.auto_title),
-                tools=Tools(db=db, outbound=Outbound(allow=tuple(settings.outbound_allow)),
+                tools=Tools(db=db, outbound=outbound,
                             max_steps=settings.max_tool_steps, timeout=settings.tool_timeout))
     chat.retrieval_chars = settings.retrieval_context_chars
     files = Files(db=db, directory=settings.data_dir / "files",
                   max_bytes=int(settings.max_upload_mb * 1024 * 1024))
     chat.uploads = files  # images of messages are kept as files
+    chat.remote_images = RemoteImages(  # image URLs of messages, through the guard
+        outbound=outbound, timeout=settings.image_fetch_timeout,
+        max_bytes=int(min(settings.image_fetch_max_mb, settings.max_upload_mb) * 1024 * 1024))
     sign_on = SignOn(settings)
     try:
         await upgrade(db.engine)

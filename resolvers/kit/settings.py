@@ -134,6 +134,10 @@ class Settings(BaseSettings):
 
     # --- files and retrieval (issue 16) ---
     max_upload_mb: float = Field(25.0, gt=0)  # POST /api/files: larger files get 413
+    # Remote image URLs in messages (fetched through the outbound guard): at most this size
+    # (and never more than MAX_UPLOAD_MB), within this many seconds for the whole fetch.
+    image_fetch_max_mb: float = Field(10.0, gt=0)
+    image_fetch_timeout: float = Field(10.0, gt=0)
     # Characters of a chat request's `files` put into the prompt, at most (less when the
     # model's context is smaller).
     retrieval_context_chars: int = Field(12_000, ge=500)
