@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -15,11 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import procs, report
+from bench import peers, procs, report
 from bench import search as search_figure
 
-FIGURES = ("rest", "graphql", "stream", "connections", "fanout", "embedded", "search",
-           "retrieval")
+FIGURES = ("rest", "graphql", "stream", "sidebar", "connections", "fanout", "embedded",
+           "search", "retrieval")
+# Optional, never in the default run: `peers` installs nothing itself (`make bench-peers` does)
+# and brings `stream` and `sidebar` along, so our rows stand beside the peers' (bench/peers.py).
+OPTIONAL = ("peers",)
+SIDEBAR_CONVERSATIONS, SIDEBAR_PAGE, SIDEBAR_LEVELS = 200, 60, (1, 10, 50)
 DBS = ("sqlite", "postgres")
 PASSWORD = "bench-Password-1234"
 REPLY_TOKENS = 50
@@ -145,6 +150,8 @@ class Run:
     # -- whole run
     def execute(self) -> None:
         figures = self.args.figures or list(FIGURES)
+        if "peers" in figures:
+            figures = [*figures, *(f for f in ("stream", "sidebar") if f not in figures)]
         procs.raise_fd_limit()
         self.load = procs.Load(self.logdir)
         up_port = procs.free_port()
@@ -155,7 +162,7 @@ class Run:
         upstream.wait_http(f"http://127.0.0.1:{up_port}/health")
         self.upstream = f"http://127.0.0.1:{up_port}/v1"
         try:
-            server_figures = [f for f in figures if f not in ("embedded", "retrieval")]
+            server_figures = [f for f in figures if f not in ("embedded", "retrieval", "peers")]
             if "stream" in figures:
                 self.relay_floors()
             for db in self.args.db:
@@ -165,6 +172,8 @@ class Run:
                 self.embedded()
             if "retrieval" in figures:
                 self.retrieval()
+            if "peers" in figures:
+                peers.figure(self)
         finally:
             for proc in list(self.running):
                 proc.stop()
@@ -226,6 +235,8 @@ class Run:
                 self.crud(db, "GraphQL", ctx)
             if "stream" in figures:
                 self.streams(db, ctx)
+            if "sidebar" in figures:
+                self.sidebar(db, ctx)
             # Sockets never touch the database once authenticated: measured once, on the first.
             if "connections" in figures and db == self.args.db[0]:
                 self.connections(db, ctx)
@@ -326,6 +337,29 @@ class Run:
                 else:
                     result = {"note": "not measured (feature not present at this commit)"}
                 self.add("stream", db, "GraphQL chatStream", f"{spacing}ms", c, result)
+
+    def sidebar(self, db: str, ctx: dict[str, Any]) -> None:
+        """A sidebar's first page: 60 titles of a user's 200 conversations (2 messages each),
+        REST summary view and GraphQL titles; Open WebUI's `?page=1` is the same list."""
+        base, pid = ctx["base"], ctx["pid"]
+        owner = register(base, f"sidebar_{db}")
+        for i in range(SIDEBAR_CONVERSATIONS):
+            call("POST", f"{base}/api/conversations", conversation_body(i, 2), token=owner.token)
+        bearer = {"Authorization": f"Bearer {owner.token}"}
+        query = (f"{{ conversations(first: {SIDEBAR_PAGE}) {{ edges {{ node {{ id title "
+                 "updatedAt createdAt } } } }")
+        faces = {
+            "REST summary": {"kind": "http", "headers": bearer,
+                             "url": f"{base}/api/conversations?view=summary"
+                                    f"&limit={SIDEBAR_PAGE}"},
+            "GraphQL titles": {"kind": "http", "method": "POST", "url": f"{base}/graphql",
+                               "headers": bearer, "body": {"query": query},
+                               "reject": '"errors"'},
+        }
+        for face, spec in faces.items():
+            for c in SIDEBAR_LEVELS:
+                self.add("sidebar", db, face, "titles", c,
+                         self.measure({**spec, "concurrency": c}, pid))
 
     def connections(self, db: str, ctx: dict[str, Any]) -> None:
         assert self.load is not None
@@ -456,7 +490,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     "Starts real processes (server on CPU 0, load on CPU 1), prints a table and "
                     "writes bench/results/<date>.json and .png.")
     parser.add_argument("figures", nargs="*", metavar="figure",
-                        help=f"any of {', '.join(FIGURES)} (default: all)")
+                        help=f"any of {', '.join(FIGURES)} (default: all), or peers (LiteLLM "
+                             "and Open WebUI beside our stream and sidebar rows; install them "
+                             "first: `python -m bench.peers install`)")
     parser.add_argument("--quick", action="store_true", help="shorter points (a trial run)")
     parser.add_argument("--db", default="sqlite,postgres",
                         help="comma-separated: sqlite, postgres (default: both)")
@@ -474,8 +510,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="say whether the machine was otherwise idle (recorded in the JSON)")
     args = parser.parse_args(argv)
     for figure in args.figures:
-        if figure not in FIGURES:
-            parser.error(f"unknown figure {figure!r} (choose from {', '.join(FIGURES)})")
+        if figure not in FIGURES + OPTIONAL:
+            parser.error(f"unknown figure {figure!r} (choose from "
+                         f"{', '.join(FIGURES + OPTIONAL)})")
     args.db = [d.strip() for d in args.db.split(",") if d.strip()]
     for d in args.db:
         if d not in DBS:
@@ -483,8 +520,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every child is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.time()
     run = Run(args)
     meta = machine()
