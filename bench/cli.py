@@ -432,7 +432,8 @@ class Run:
                 if f"{mode}_p50_ms" in result:
                     self.add("retrieval", db, mode, chunks, 1, {
                         "p50_ms": result[f"{mode}_p50_ms"], "p99_ms": result[f"{mode}_p99_ms"],
-                        "dims": result.get("dims"), "vectors": result.get("vectors")})
+                        "cpu_ms": result.get(f"{mode}_cpu_ms"), "dims": result.get("dims"),
+                        "vectors": result.get("vectors")})
 
 
 # ---------------------------------------------------------------- machine and entry point

@@ -52,26 +52,23 @@ class Near:
     distance: float  # cosine distance: 0 the same direction, 2 the opposite
 
 
-SQLITE_NEAREST = """
-SELECT c.file_id, f.filename, c.ordinal, c.text,
-       vec_distance_cosine(v.embedding, :query) AS distance
-FROM file_chunk_vectors v
-JOIN file_chunks c ON c.pk = v.chunk_pk
+# The distances are ranked on the vectors' table alone (its own copy of user_id and file_id,
+# taken from the passage when the vector was stored), and only the best `limit` are joined to
+# their passages' text (joining first and sorting every row with its text cost a third more
+# CPU at 3,000 passages).
+NEAREST = """
+SELECT c.file_id, f.filename, c.ordinal, c.text, near.distance
+FROM (SELECT chunk_pk, {distance} AS distance
+      FROM file_chunk_vectors
+      WHERE model = :model AND user_id = :user_id AND file_id IN :file_ids
+      ORDER BY distance, chunk_pk LIMIT :limit) AS near
+JOIN file_chunks c ON c.pk = near.chunk_pk
 JOIN files f ON f.id = c.file_id
-WHERE v.model = :model AND c.user_id = :user_id AND c.file_id IN :file_ids
-  AND v.file_id IN :file_ids
-ORDER BY distance, c.file_id, c.ordinal LIMIT :limit
+WHERE c.user_id = :user_id AND c.file_id IN :file_ids
+ORDER BY near.distance, c.file_id, c.ordinal
 """
-POSTGRES_NEAREST = """
-SELECT c.file_id, f.filename, c.ordinal, c.text,
-       v.embedding <=> CAST(CAST(:query AS text) AS vector) AS distance
-FROM file_chunk_vectors v
-JOIN file_chunks c ON c.pk = v.chunk_pk
-JOIN files f ON f.id = c.file_id
-WHERE v.model = :model AND c.user_id = :user_id AND c.file_id IN :file_ids
-  AND v.file_id IN :file_ids
-ORDER BY distance, c.file_id, c.ordinal LIMIT :limit
-"""
+SQLITE_NEAREST = NEAREST.format(distance="vec_distance_cosine(embedding, :query)")
+POSTGRES_NEAREST = NEAREST.format(distance="embedding <=> CAST(CAST(:query AS text) AS vector)")
 # Passages of ready files without a vector of the current model (new ones are inserted; one
 # of an earlier model is replaced).
 MISSING = """

@@ -73,3 +73,4 @@ class Embeddings(HTTPProvider):
 def _unit(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))
     return [x / norm for x in vector] if norm else vector
+

@@ -252,3 +252,4 @@ async def test_postgres_without_pgvector_retrieves_by_full_text(
         found = await _ask(services, user, [row.id], "automobile brakes")
         assert [p.filename for p in found] == ["garage.md"]
         assert fake.embedded_texts == []
+
