@@ -200,17 +200,16 @@ async def run(url: str, chunks: int, queries: int, dims: int) -> dict[str, Any]:
             await db.dispose()
 
 
-def _pgserver_url(directory: str) -> str:
+def _pgserver(directory: str) -> Any:
     """A PostgreSQL 16 with pgvector from PyPI's pgserver (a dev dependency), on a Unix socket
-    in `directory`; stopped and deleted when this process exits."""
+    in `directory`; `cleanup()` stops it and deletes the directory."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
 
-        server = pgserver.get_server(directory, cleanup_mode="delete")
-    return str(server.get_uri())
+        return pgserver.get_server(directory, cleanup_mode="delete")
 
 
 def main() -> None:
@@ -222,13 +221,17 @@ def main() -> None:
     parser.add_argument("--pgserver", action="store_true",
                         help="run on a PostgreSQL with pgvector of its own (pgserver)")
     args = parser.parse_args()
-    url = args.url
+    url, server = args.url, None
     if args.pgserver:
-        url = _pgserver_url(tempfile.mkdtemp(prefix="bench-pgvector-"))
-        url = make_url(url).set(drivername="postgresql+asyncpg").render_as_string(
-            hide_password=False)
-    print(json.dumps(asyncio.run(run(url, args.chunks, args.queries, args.dims)),
-                     ensure_ascii=False))
+        server = _pgserver(tempfile.mkdtemp(prefix="bench-pgvector-"))
+        url = make_url(str(server.get_uri())).set(drivername="postgresql+asyncpg") \
+            .render_as_string(hide_password=False)
+    try:
+        print(json.dumps(asyncio.run(run(url, args.chunks, args.queries, args.dims)),
+                         ensure_ascii=False))
+    finally:
+        if server is not None:
+            server.cleanup()
 
 
 if __name__ == "__main__":
