@@ -433,17 +433,24 @@ class Run:
 
 
     def retrieval(self) -> None:
-        """recall@5 on the labelled set and latency at 10,000 chunks (bench/retrieval.py)."""
+        """recall@5 on the labelled set and latency at 10,000 chunks (bench/retrieval.py):
+        full-text, and vector and hybrid where the database stores vectors (SQLite with
+        sqlite-vec; PostgreSQL with pgvector: a pgserver of its own, as the system PostgreSQL
+        has no pgvector)."""
         self.say("retrieval: recall@5 on bench/data/retrieval_set.json, latency at 10k chunks")
-        for db in self.args.db:
+        runs = [(db, db) for db in self.args.db]
+        if "postgres" in self.args.db:
+            runs.append(("pgvector", "pgserver"))
+        for db, how in runs:
             if db == "postgres" and not procs.pg_available():
                 self.rows.append({"figure": "retrieval", "db": db, "face": "-", "op": "-",
                                   "concurrency": None, "note": "PostgreSQL not reachable"})
                 continue
             url = procs.pg_create() if db == "postgres" else ""
+            extra = ["--pgserver"] if how == "pgserver" else []
             try:
                 out = subprocess.run(
-                    procs.pinned([procs.PY, "-m", "bench.retrieval", "--url", url],
+                    procs.pinned([procs.PY, "-m", "bench.retrieval", "--url", url, *extra],
                                  procs.SERVER_CORE),
                     cwd=procs.ROOT, capture_output=True, text=True, timeout=900)
             finally:
@@ -453,8 +460,14 @@ class Run:
                 result = json.loads(out.stdout.strip().splitlines()[-1])
             except (IndexError, json.JSONDecodeError):
                 result = {"error": out.stderr[-500:]}
-            self.add("retrieval", db, "full-text", f"{result.get('chunks', '?')} chunks", 1,
-                     result)
+            chunks = f"{result.get('chunks', '?')} chunks"
+            self.add("retrieval", db, "full-text", chunks, 1, result)
+            for mode in ("vector", "hybrid"):
+                if f"{mode}_p50_ms" in result:
+                    self.add("retrieval", db, mode, chunks, 1, {
+                        "p50_ms": result[f"{mode}_p50_ms"], "p99_ms": result[f"{mode}_p99_ms"],
+                        "cpu_ms": result.get(f"{mode}_cpu_ms"), "dims": result.get("dims"),
+                        "vectors": result.get("vectors")})
 
 
 # ---------------------------------------------------------------- machine and entry point

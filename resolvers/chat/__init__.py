@@ -370,11 +370,18 @@ class Chat:
                        ) -> list[retrieval.Passage]:
         """The passages of the request's `files` for its newest message, within the model's
         context. Another user's file id is a NotFound, and nothing is read from it."""
+        question = params.messages[-1].content
         async with self.db.session() as session:
             rows = await files.owned(session, actor, list(params.files))
             files.require_ready(rows)
+        # The question's vector, between sessions (a slow embeddings service holds no
+        # connection); None when vectors are off or it failed: full-text alone.
+        vectors = self.uploads.vectors if self.uploads is not None else None
+        query_vector = await vectors.of_question(question) if vectors is not None else None
+        async with self.db.session() as session:
             passages = await retrieval.search(session, actor, file_ids=[r.id for r in rows],
-                                              question=params.messages[-1].content)
+                                              question=question, vectors=vectors,
+                                              query_vector=query_vector)
         budget = self.retrieval_chars
         info = next((m for m in await self.models() if m.id == model), None)
         if info is not None and info.context_length:

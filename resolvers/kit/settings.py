@@ -141,6 +141,17 @@ class Settings(BaseSettings):
     # Characters of a chat request's `files` put into the prompt, at most (less when the
     # model's context is smaller).
     retrieval_context_chars: int = Field(12_000, ge=500)
+    # Vectors (README "Files"): empty EMBEDDING_MODEL = full-text only. An OpenAI-compatible
+    # `POST {EMBEDDING_BASE_URL}/embeddings`; base URL and key default to OPENAI_*'s.
+    embedding_model: str = ""
+    embedding_base_url: str = ""
+    embedding_api_key: str = ""
+    embedding_dimensions: int = Field(0, ge=0, le=16_000)  # 0: the model's own; else sent
+    embedding_batch: int = Field(64, ge=1, le=2048)  # passages per embeddings request
+    embedding_timeout: float = Field(15.0, gt=0)  # seconds per request (connect and read)
+    # Passages left without vectors (the embeddings service was down while a file was
+    # processed, or EMBEDDING_MODEL changed) are filled this often; 0: only at start.
+    embedding_retry_seconds: float = Field(300.0, ge=0)
 
     # --- real-time (WebSocket /ws/{user_id} and GraphQL subscriptions) ---
     ws_auth_timeout_seconds: float = Field(30.0, gt=0)  # unauthenticated /ws sockets: 4401
