@@ -18,12 +18,18 @@ from typing import Any
 from bench import procs, report
 from bench import search as search_figure
 
-FIGURES = ("rest", "graphql", "stream", "connections", "fanout", "embedded", "search",
+FIGURES = ("rest", "graphql", "sidebar", "stream", "connections", "fanout", "embedded", "search",
            "retrieval")
 DBS = ("sqlite", "postgres")
 PASSWORD = "bench-Password-1234"
 REPLY_TOKENS = 50
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+# The sidebar figure (issue 11): a user with 200 conversations; the first 60 titles, as Open
+# WebUI's `GET /api/v1/chats/?page=1` answers them (bench-peers measures that one).
+SIDEBAR_CONVERSATIONS = 200
+SIDEBAR_PAGE = 60
+SIDEBAR_CONCURRENCY = (1, 10, 50)
+GRAPHQL_TITLES = "{ conversations(first: %d) { edges { node { id title updatedAt } } } }"
 EMBEDDED_PROMPT = "Write three sentences about the sea."
 EMBEDDED_TOKENS = 64
 
@@ -219,11 +225,19 @@ class Run:
                     self.add("crud", db, "bare", "list", c, self.measure(
                         {"kind": "http", "concurrency": c, "url": f"{bare_base}/conversations",
                          "headers": {"X-User-Id": reader.user_id}}, bare.pid))
+                if "graphql" in figures:
+                    for c in self.plan.concurrency:
+                        self.add("crud", db, "bare", "titles", c, self.measure(
+                            {"kind": "http", "concurrency": c,
+                             "url": f"{bare_base}/titles?first=50",
+                             "headers": {"X-User-Id": reader.user_id}}, bare.pid))
                 self.stop(bare)
             if "rest" in figures:
                 self.crud(db, "REST", ctx)
             if "graphql" in figures:
                 self.crud(db, "GraphQL", ctx)
+            if "sidebar" in figures:
+                self.sidebar(db, ctx)
             if "stream" in figures:
                 self.streams(db, ctx)
             # Sockets never touch the database once authenticated: measured once, on the first.
@@ -272,6 +286,7 @@ class Run:
                                  {"u": reader.username, "p": PASSWORD}, token=None),
                 "list": graphql("{ conversations(first: 50) { edges { node { id messages "
                                 "{ id } } } } }"),
+                "titles": graphql(GRAPHQL_TITLES % 50),
                 "get": graphql("query($id: ID!) { conversation(id: $id) { id title model "
                                "messages { id content role timestamp } } }",
                                {"id": ctx["conversation"]}),
@@ -291,6 +306,27 @@ class Run:
             c = self.plan.concurrency[len(self.plan.concurrency) // 2]
             self.add("crud", db, "REST", "list (gzip)", c, self.measure(
                 {**ops["list"], "concurrency": c, "accept_encoding": "gzip"}, pid))
+
+    def sidebar(self, db: str, ctx: dict[str, Any]) -> None:
+        """A user with 200 conversations (2 messages each) lists the first 60 titles: REST's
+        summary view and GraphQL's titles, at c = 1, 10, 50 (Open WebUI's chat list beside
+        them when bench-peers runs it)."""
+        base, pid = ctx["base"], ctx["pid"]
+        user = register(base, f"sidebar_{db}")
+        for i in range(SIDEBAR_CONVERSATIONS):
+            call("POST", f"{base}/api/conversations", conversation_body(i, 2), token=user.token)
+        bearer = {"Authorization": f"Bearer {user.token}"}
+        faces = {
+            "REST": {"kind": "http", "headers": bearer,
+                     "url": f"{base}/api/conversations?view=summary&limit={SIDEBAR_PAGE}"},
+            "GraphQL": {"kind": "http", "method": "POST", "url": f"{base}/graphql",
+                        "headers": bearer, "reject": '"errors"',
+                        "body": {"query": GRAPHQL_TITLES % SIDEBAR_PAGE, "variables": {}}},
+        }
+        for face, spec in faces.items():
+            for c in SIDEBAR_CONCURRENCY:
+                self.add("sidebar", db, face, "titles", c,
+                         self.measure({**spec, "concurrency": c}, pid))
 
     def streams(self, db: str, ctx: dict[str, Any]) -> None:
         base, pid = ctx["base"], ctx["pid"]

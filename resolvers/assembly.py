@@ -18,6 +18,7 @@ from resolvers.kit.outbound import Outbound
 from resolvers.kit.ratelimit import make_limiter
 from resolvers.kit.security import Security
 from resolvers.kit.settings import Settings
+from resolvers.kit.usercache import UserCache
 from resolvers.llm.base import Provider
 from resolvers.llm.registry import LLMConfig, ProviderRegistry
 from resolvers.services import Services
@@ -76,6 +77,7 @@ async def running_services(
                   max_bytes=int(settings.max_upload_mb * 1024 * 1024))
     chat.uploads = files  # images of messages are kept as files
     sign_on = SignOn(settings)
+    users = UserCache(broker, ttl=settings.user_cache_seconds)
     try:
         await upgrade(db.engine)
         try:  # holds of replies whose worker died (a crash, a kill) before they settled
@@ -93,9 +95,11 @@ async def running_services(
         resumed = await files.resume()  # extractions a stopped process left unfinished
         if resumed:
             log.info("resumed the extraction of %d files", resumed)
+        await users.start()
         yield Services(settings=settings, db=db, security=Security(settings), broker=broker,
-                       chat=chat, limiter=limiter, sign_on=sign_on, files=files)
+                       chat=chat, limiter=limiter, sign_on=sign_on, files=files, users=users)
     finally:
+        await users.aclose()
         await files.aclose()
         await sign_on.aclose()
         await chat.aclose()

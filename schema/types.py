@@ -3,14 +3,15 @@ so a column such as users.password_hash can never leak)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
 
 import strawberry
 
-from models import Conversation as ConversationRow
 from models import User as UserRow
 from resolvers.auth import TokenPair
+from resolvers.conversations import ConversationView as ConversationRow
 from resolvers.conversations import MessageView
 from resolvers.kit.clock import as_utc
 from resolvers.stats import Stats as StatsData
@@ -158,7 +159,12 @@ class PageInfo:
 class ConversationConnection:
     edges: list[ConversationEdge]
     page_info: PageInfo
-    total_count: int
+    _total: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field
+    async def total_count(self) -> int:
+        # Counted only when asked (a query of its own).
+        return await self._total()
 
     @strawberry.field
     def nodes(self) -> list[Conversation]:
