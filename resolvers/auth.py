@@ -306,6 +306,9 @@ async def authenticate(session: AsyncSession, security: Security, token: str | N
         if user is None:
             raise UserGone()
         if cache is not None:
+            # Out of the session first: its rollback (an error later in this request) would
+            # expire the shared object's attributes, and a detached one cannot reload them.
+            session.expunge(user)
             cache.put(user.id, user, epoch=epoch)
     if claims.generation != user.token_generation:
         raise Unauthenticated("Token has been revoked")
