@@ -7,7 +7,8 @@ its CPU time (docs/BENCHMARKS.md).
 
 Here, an object whose selected fields are all *basic* Strawberry fields (an attribute, no
 resolver, no field extension, no arguments) of a scalar or enum type, or a list of those,
-is completed in one loop: read the attribute, coerce it with the type's own
+is completed in one loop (and a list of such objects too: a conversation's messages): read
+the attribute, coerce it with the type's own
 `coerce_output_value` — the very function graphql-core's leaf completion calls. The answer
 is the same dict graphql-core would build. Anything else, or anything unusual on the way (a
 null in a non-null field, a value the scalar refuses), goes through graphql-core's own path
@@ -96,6 +97,29 @@ class FastLeaves(StrawberryGraphQLCoreExecutionContext):
                 return _NO_PLAN
             leaves.append((response_name, python_name, *leaf))
         return tuple(leaves)
+
+    def complete_list_value(self, return_type: Any, field_details_list: Any, info: Any,
+                            path: Path, result: Any, position_context: Any) -> Any:
+        """A list of objects whose selection is all plain leaves (a conversation's messages):
+        every item in one loop, without graphql-core's per-item completion."""
+        item_type = return_type.of_type
+        object_type = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+        if (isinstance(object_type, GraphQLObjectType) and object_type.is_type_of is None
+                and isinstance(result, list | tuple)):
+            grouped_field_set, new_defer_usages, *_ = self.collect_subfields(
+                object_type, field_details_list)
+            plan = () if new_defer_usages else self._plan(object_type, grouped_field_set)
+            if plan:
+                completed = []
+                for item in result:
+                    done = _complete(plan, item) if item is not None else None
+                    if done is None:
+                        break  # graphql-core completes the list and reports what is wrong
+                    completed.append(done)
+                else:
+                    return completed
+        return super().complete_list_value(return_type, field_details_list, info, path,
+                                           result, position_context)
 
     def execute_fields(self, parent_type: GraphQLObjectType, source_value: Any,
                        path: Path | None, grouped_field_set: Any,

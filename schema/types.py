@@ -46,6 +46,9 @@ class Role(Enum):
     system = "system"
 
 
+_ROLES = {role.value: role for role in Role}
+
+
 @strawberry.type
 class Message:
     id: strawberry.ID
@@ -87,12 +90,16 @@ class Message:
     @classmethod
     def from_model(cls, row: MessageView,
                    tree: dict[int, MessageView] | None = None) -> Message:
-        return cls(id=strawberry.ID(row.id), content=row.content, role=Role(row.role),
-                   timestamp=Timestamp(row.timestamp), tokens=row.tokens, model=row.model,
-                   status=row.status,
-                   parent_id=strawberry.ID(row.parent_id) if row.parent_id else None,
-                   sibling_ids=[strawberry.ID(i) for i in row.sibling_ids],
-                   active=row.active, citations=citations_of(row.citations),
+        # Built a thousand times for one chat list: ID and Timestamp are str and int at run
+        # time (NewTypes), so the values go in as they are.
+        return cls(id=row.id, content=row.content,  # type: ignore[arg-type]
+                   role=_ROLES.get(row.role) or Role(row.role),
+                   timestamp=row.timestamp,  # type: ignore[arg-type]
+                   tokens=row.tokens, model=row.model, status=row.status,
+                   parent_id=row.parent_id or None,  # type: ignore[arg-type]
+                   sibling_ids=list(row.sibling_ids),  # type: ignore[arg-type]
+                   active=row.active,
+                   citations=citations_of(row.citations) if row.citations else [],
                    _tree=tree, _row=row)
 
 
