@@ -190,6 +190,10 @@ def __getattr__(name: str) -> FastAPI:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+SERVE_LOOP = "uvloop"
+SERVE_HTTP = "httptools"
+
+
 def main() -> None:
     import uvicorn
 
@@ -197,8 +201,11 @@ def main() -> None:
     configure_logging(settings)
     # The protocol-level cap sits well above WS_MAX_MESSAGE_BYTES, so an oversized /ws message
     # gets the contract's `message_too_large` error instead of a dropped connection.
+    # uvloop and httptools by name (both come with uvicorn[standard]): uvicorn's "auto" falls
+    # back silently to asyncio and h11, which cost more CPU per request (docs/BENCHMARKS.md).
     uvicorn.run("server:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_level=settings.log_level.lower(),
+                loop=SERVE_LOOP, http=SERVE_HTTP,
                 ws_max_size=max(16 * settings.ws_max_message_bytes, 1024 * 1024),
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
 

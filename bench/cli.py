@@ -29,6 +29,7 @@ DBS = ("sqlite", "postgres")
 PASSWORD = "bench-Password-1234"
 REPLY_TOKENS = 50
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+GRAPHQL_TITLES = "{ conversations(first: %d) { edges { node { id title updatedAt } } } }"
 EMBEDDED_PROMPT = "Write three sentences about the sea."
 EMBEDDED_TOKENS = 64
 
@@ -228,15 +229,21 @@ class Run:
                     self.add("crud", db, "bare", "list", c, self.measure(
                         {"kind": "http", "concurrency": c, "url": f"{bare_base}/conversations",
                          "headers": {"X-User-Id": reader.user_id}}, bare.pid))
+                if "graphql" in figures:
+                    for c in self.plan.concurrency:
+                        self.add("crud", db, "bare", "titles", c, self.measure(
+                            {"kind": "http", "concurrency": c,
+                             "url": f"{bare_base}/titles?first=50",
+                             "headers": {"X-User-Id": reader.user_id}}, bare.pid))
                 self.stop(bare)
             if "rest" in figures:
                 self.crud(db, "REST", ctx)
             if "graphql" in figures:
                 self.crud(db, "GraphQL", ctx)
-            if "stream" in figures:
-                self.streams(db, ctx)
             if "sidebar" in figures:
                 self.sidebar(db, ctx)
+            if "stream" in figures:
+                self.streams(db, ctx)
             # Sockets never touch the database once authenticated: measured once, on the first.
             if "connections" in figures and db == self.args.db[0]:
                 self.connections(db, ctx)
@@ -283,6 +290,7 @@ class Run:
                                  {"u": reader.username, "p": PASSWORD}, token=None),
                 "list": graphql("{ conversations(first: 50) { edges { node { id messages "
                                 "{ id } } } } }"),
+                "titles": graphql(GRAPHQL_TITLES % 50),
                 "get": graphql("query($id: ID!) { conversation(id: $id) { id title model "
                                "messages { id content role timestamp } } }",
                                {"id": ctx["conversation"]}),

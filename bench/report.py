@@ -9,6 +9,7 @@ from typing import Any
 RATIO_TARGETS: dict[tuple[str, str, str | None], tuple[str, float]] = {
     ("crud", "REST", "list"): ("bare", 0.6),
     ("crud", "GraphQL", "list"): ("bare", 0.45),
+    ("crud", "GraphQL", "titles"): ("bare", 0.7),
     ("stream", "SSE /api/chat", None): ("minimal relay", 0.4),
     ("stream", "WS /ws compat", None): ("minimal relay", 0.4),
     ("stream", "GraphQL chatStream", None): ("minimal relay", 0.4),

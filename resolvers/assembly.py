@@ -20,6 +20,7 @@ from resolvers.kit.outbound import Outbound
 from resolvers.kit.ratelimit import make_limiter
 from resolvers.kit.security import Security
 from resolvers.kit.settings import Settings
+from resolvers.kit.usercache import UserCache
 from resolvers.llm.base import Provider
 from resolvers.llm.embeddings import Embeddings
 from resolvers.llm.registry import LLMConfig, ProviderRegistry
@@ -98,6 +99,7 @@ async def running_services(
         outbound=outbound, timeout=settings.image_fetch_timeout,
         max_bytes=int(min(settings.image_fetch_max_mb, settings.max_upload_mb) * 1024 * 1024))
     sign_on = SignOn(settings)
+    users = UserCache(broker, ttl=settings.user_cache_seconds)
     try:
         await upgrade(db.engine)
         try:  # holds of replies whose worker died (a crash, a kill) before they settled
@@ -117,9 +119,11 @@ async def running_services(
         resumed = await files.resume()  # extractions a stopped process left unfinished
         if resumed:
             log.info("resumed the extraction of %d files", resumed)
+        await users.start()
         yield Services(settings=settings, db=db, security=Security(settings), broker=broker,
-                       chat=chat, limiter=limiter, sign_on=sign_on, files=files)
+                       chat=chat, limiter=limiter, sign_on=sign_on, files=files, users=users)
     finally:
+        await users.aclose()
         await files.aclose()
         if files.vectors is not None:
             await files.vectors.aclose()

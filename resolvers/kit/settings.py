@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     graphql_max_document_bytes: int = Field(20 * 1024, ge=256)
     graphql_introspection: bool | None = None
     graphiql: bool | None = None
+    # The access-token check keeps signed-in users this long per process (resolvers/kit/
+    # usercache.py). Changes made through the server are seen at once on every worker; a
+    # change made by hand in the database (or `admin promote` without Redis) within this time.
+    # 0: read the user row on every request.
+    user_cache_seconds: float = Field(10.0, ge=0, le=3600)
     # Request bodies (REST and GraphQL over HTTP); larger ones get 413.
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     # Rate limits: in memory for one worker, in Redis (REDIS_URL) for several. 0 disables one.
