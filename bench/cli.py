@@ -19,8 +19,8 @@ from typing import Any
 from bench import peers, procs, report
 from bench import search as search_figure
 
-FIGURES = ("rest", "graphql", "stream", "sidebar", "connections", "fanout", "embedded",
-           "search", "retrieval")
+FIGURES = ("rest", "graphql", "stream", "persist", "sidebar", "connections", "fanout",
+           "embedded", "search", "retrieval")
 # Optional, never in the default run: `peers` installs nothing itself (`make bench-peers` does)
 # and brings `stream` and `sidebar` along, so our rows stand beside the peers' (bench/peers.py).
 OPTIONAL = ("peers",)
@@ -32,6 +32,7 @@ EMBEDDED_MODEL = "smollm2-135m-instruct"
 GRAPHQL_TITLES = "{ conversations(first: %d) { edges { node { id title updatedAt } } } }"
 EMBEDDED_PROMPT = "Write three sentences about the sea."
 EMBEDDED_TOKENS = 64
+PERSIST_CONCURRENCY = 50
 
 
 @dataclass
@@ -244,6 +245,8 @@ class Run:
                 self.sidebar(db, ctx)
             if "stream" in figures:
                 self.streams(db, ctx)
+            if "persist" in figures:
+                self.persist(db, ctx)
             # Sockets never touch the database once authenticated: measured once, on the first.
             if "connections" in figures and db == self.args.db[0]:
                 self.connections(db, ctx)
@@ -345,6 +348,43 @@ class Run:
                 else:
                     result = {"note": "not measured (feature not present at this commit)"}
                 self.add("stream", db, "GraphQL chatStream", f"{spacing}ms", c, result)
+        for row in self.rows:
+            if row["figure"] == "stream" and row["db"] == db:
+                chunked(row)
+
+    def persist(self, db: str, ctx: dict[str, Any]) -> None:
+        """Stored replies: 50 users, each streaming replies into a conversation of their own
+        (`conversation_id`), through /ws and SSE. Afterwards the stored replies are counted in
+        the database (through the API): every reply a client saw complete must be there."""
+        base, pid = ctx["base"], ctx["pid"]
+        ws_base = base.replace("http://", "ws://")
+        c = PERSIST_CONCURRENCY
+        for face in ("WS /ws compat", "SSE /api/chat"):
+            user = register(base, f"persist_{db}_{'ws' if face.startswith('WS') else 'sse'}")
+            ids = [call("POST", f"{base}/api/conversations", conversation_body(i, 2),
+                        token=user.token)["id"] for i in range(c)]
+            if face.startswith("WS"):
+                spec: dict[str, Any] = {
+                    "kind": "ws_chat", "url": f"{ws_base}/ws/{user.user_id}?token={user.token}",
+                    "message": {"type": "chat", "content": "Say hi", "model": "bench-0ms",
+                                "max_tokens": REPLY_TOKENS}}
+            else:
+                spec = {"kind": "sse", "url": f"{base}/api/chat",
+                        "headers": {"Authorization": f"Bearer {user.token}"},
+                        "body": {"messages": [{"role": "user", "content": "Say hi"}],
+                                 "model": "bench-0ms", "stream": True,
+                                 "max_tokens": REPLY_TOKENS},
+                        "marker": '"chat_chunk"', "done": '"chat_complete"'}
+            result = self.measure({**spec, "concurrency": c, "conversations": ids}, pid)
+            self.settle(pid)  # replies the client gave up on finish (and are stored) first
+            stored = 0
+            for cid in ids:
+                doc = call("GET", f"{base}/api/conversations/{cid}", token=user.token)
+                stored += sum(1 for m in doc["messages"] if m["role"] == "assistant"
+                              and m.get("status") == "complete")
+            result["stored_messages"] = stored
+            chunked(result)
+            self.add("persist", db, face, "0ms", c, result)
 
     def sidebar(self, db: str, ctx: dict[str, Any]) -> None:
         """A sidebar's first page: 60 titles of a user's 200 conversations (2 messages each),
@@ -476,6 +516,16 @@ class Run:
                         "p50_ms": result[f"{mode}_p50_ms"], "p99_ms": result[f"{mode}_p99_ms"],
                         "cpu_ms": result.get(f"{mode}_cpu_ms"), "dims": result.get("dims"),
                         "vectors": result.get("vectors")})
+
+
+def chunked(row: dict[str, Any]) -> None:
+    """Our faces send the tokens that arrive together as one chunk: the load counted chunks,
+    the replies are REPLY_TOKENS tokens each (the floors' rows count upstream tokens)."""
+    if row.get("tokens_per_op") is not None and row.get("rps") is not None \
+            and "chunks_per_op" not in row:
+        row["chunks_per_op"] = row["tokens_per_op"]
+        row["tokens_per_op"] = float(REPLY_TOKENS)
+        row["tokens_per_s"] = round(row["rps"] * REPLY_TOKENS, 1)
 
 
 # ---------------------------------------------------------------- machine and entry point

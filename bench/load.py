@@ -8,6 +8,9 @@ Kinds of spec (all carry `concurrency`, and `duration`/`warmup` seconds or `coun
   sse      a streamed reply per op; `marker` (bytes counted as tokens), `done` (bytes that
            must arrive before the end); time to first token = first marker
   ws_chat  the /ws compat: one socket per worker, `chat` messages one after another
+  sse and ws_chat take `conversations` (ids): worker i then sends `conversation_id`
+           conversations[i] (the reply is stored), and the result counts every reply that
+           ended with a stored `message_id` (`stored_replies`, warm-up and late ones too)
   gql_sub  GraphQL `chatStream` over graphql-transport-ws, one socket per worker
   ws_hold  open `n` authenticated idle /ws sockets and keep them (`ws_release` closes them)
   fanout   `n` sockets in one conversation; another socket types `rounds` times; the time
@@ -76,6 +79,7 @@ class Stats:
     tokens: int = 0
     errors: int = 0
     samples: list[str] = field(default_factory=list)
+    completed: int = 0  # every op that succeeded, warm-up and late ones included
 
     def add(self, latency: float, outcome: Outcome) -> None:
         if not outcome.ok:
@@ -136,11 +140,15 @@ def http_op(session: aiohttp.ClientSession, spec: dict[str, Any]) -> Op:
     return op
 
 
-def sse_op(session: aiohttp.ClientSession, spec: dict[str, Any]) -> Op:
+def sse_op(session: aiohttp.ClientSession, spec: dict[str, Any],
+           conversation_id: str | None = None) -> Op:
     url, headers = spec["url"], {**(spec.get("headers") or {}),
                                  "Content-Type": "application/json"}
-    data = json.dumps(spec["body"]).encode()
+    body = spec["body"] if conversation_id is None else {
+        **spec["body"], "conversation_id": conversation_id}
+    data = json.dumps(body).encode()
     marker, done = spec["marker"].encode(), spec["done"].encode()
+    stored = Marker(b'"message_id"')
 
     async def op() -> Outcome:
         started = time.perf_counter()
@@ -154,17 +162,22 @@ def sse_op(session: aiohttp.ClientSession, spec: dict[str, Any]) -> Op:
                 if tokens.feed(piece) and ttft is None:
                     ttft = time.perf_counter() - started
                 ending.feed(piece)
+                stored.feed(piece)
         if not ending.count:
             return Outcome(False, error="stream ended without its end marker")
         return Outcome(True, ttft, tokens.count)
 
+    op.stored = lambda: stored.count  # type: ignore[attr-defined]
     return op
 
 
-async def ws_chat_worker(session: aiohttp.ClientSession,
-                         spec: dict[str, Any]) -> Callable[[], Awaitable[Outcome]]:
+async def ws_chat_worker(session: aiohttp.ClientSession, spec: dict[str, Any],
+                         conversation_id: str | None = None
+                         ) -> Callable[[], Awaitable[Outcome]]:
     ws = await session.ws_connect(spec["url"], heartbeat=None, max_msg_size=0)
-    base = spec["message"]
+    base = spec["message"] if conversation_id is None else {
+        **spec["message"], "conversation_id": conversation_id}
+    stored = [0]
 
     async def op() -> Outcome:
         request_id = uuid.uuid4().hex
@@ -184,11 +197,14 @@ async def ws_chat_worker(session: aiohttp.ClientSession,
                 if ttft is None:
                     ttft = time.perf_counter() - started
             elif kind == "chat_complete":
+                if event.get("message_id"):
+                    stored[0] += 1
                 return Outcome(True, ttft, tokens)
             elif kind == "error":
                 return Outcome(False, error=msg.data[:300])
 
     op.close = ws.close  # type: ignore[attr-defined]
+    op.stored = lambda: stored[0]  # type: ignore[attr-defined]
     return op
 
 
@@ -273,14 +289,21 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     server_core = spec.get("server_core", 0)
     async with new_session(spec) as session:
         makers: list[Callable[[], Awaitable[Outcome]]] = []
+        # Stored replies: worker i writes into conversations[i] (its own, like a user).
+        conversations = spec.get("conversations") or []
+        own = [conversations[i % len(conversations)] if conversations else None
+               for i in range(concurrency)]
         if kind == "http":
             makers = [http_op(session, spec)] * concurrency
         elif kind == "sse":
-            makers = [sse_op(session, spec)] * concurrency
+            makers = ([sse_op(session, spec, cid) for cid in own] if conversations
+                      else [sse_op(session, spec)] * concurrency)
         else:
-            factory = {"ws_chat": ws_chat_worker, "gql_sub": gql_sub_worker}[kind]
-            opened = await asyncio.gather(*(factory(session, spec) for _ in range(concurrency)),
-                                          return_exceptions=True)
+            if kind == "ws_chat":
+                opening = [ws_chat_worker(session, spec, cid) for cid in own]
+            else:
+                opening = [gql_sub_worker(session, spec) for _ in range(concurrency)]
+            opened = await asyncio.gather(*opening, return_exceptions=True)
             failed = [o for o in opened if isinstance(o, BaseException)]
             if failed:
                 for o in opened:
@@ -315,11 +338,13 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
                 for _ in range(per_worker):
                     t0 = time.perf_counter()
                     outcome = await safe(op)
+                    stats.completed += outcome.ok
                     stats.add(time.perf_counter() - t0, outcome)
 
             # Unrecorded first ops (e.g. the embedded model's cold first reply).
             for _ in range(int(spec.get("warmup_ops", 0))):
-                await asyncio.gather(*(safe(op) for op in makers))
+                for outcome in await asyncio.gather(*(safe(op) for op in makers)):
+                    stats.completed += outcome.ok
             mark("start")
             await asyncio.gather(*(counted(op) for op in makers))
             mark("end")
@@ -334,6 +359,7 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
                 while time.perf_counter() < window[1]:
                     t0 = time.perf_counter()
                     outcome = await safe(op)
+                    stats.completed += outcome.ok
                     t1 = time.perf_counter()
                     if window[0] <= t1 <= window[1]:
                         stats.add(t1 - t0, outcome)
@@ -347,6 +373,9 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
                 mark("end")
 
             await asyncio.gather(edges_at(), *(looped(op) for op in makers))
+        stored_replies = sum(op.stored() for op in makers  # type: ignore[attr-defined]
+                             ) if conversations else None
+        completed = stats.completed
         for op in makers:
             close = getattr(op, "close", None)
             if close is not None:
@@ -372,6 +401,8 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         "server_cpu_pct": round(100 * (cpu1 - cpu0) / elapsed, 1) if server_pid else None,
         "server_core_pct": round(100 * (srv1[0] - srv0[0]) / max(1, srv1[1] - srv0[1]), 1),
         "load_core_pct": round(100 * (ld1[0] - ld0[0]) / max(1, ld1[1] - ld0[1]), 1),
+        **({"stored_replies": stored_replies, "completed_replies": completed}
+           if stored_replies is not None else {}),
     }
 
 

@@ -10,9 +10,6 @@ RATIO_TARGETS: dict[tuple[str, str, str | None], tuple[str, float]] = {
     ("crud", "REST", "list"): ("bare", 0.6),
     ("crud", "GraphQL", "list"): ("bare", 0.45),
     ("crud", "GraphQL", "titles"): ("bare", 0.7),
-    ("stream", "SSE /api/chat", None): ("minimal relay", 0.4),
-    ("stream", "WS /ws compat", None): ("minimal relay", 0.4),
-    ("stream", "GraphQL chatStream", None): ("minimal relay", 0.4),
 }
 # Other servers measured in the same run (bench/peers.py): their rows carry db "-" and our
 # ratio to them; no target of theirs.
@@ -21,6 +18,21 @@ PEER_FACES = {"stream": ("LiteLLM proxy", "Open WebUI API"), "sidebar": ("Open W
 # WebUI's `GET /api/v1/chats/?page=1` at the same concurrency (`make bench-peers`).
 SIDEBAR_VS_OPENWEBUI = 2.0
 OUR_STREAM_FACES = {"SSE /api/chat": "SSE", "WS /ws compat": "WS", "GraphQL chatStream": "GQL"}
+# Streamed replies (issue 11), to the minimal relay at the same spacing and concurrency:
+# (face, spacing, concurrency) -> (ratio needed, server CPU ms per reply at most, or None).
+# c=1 has no target.
+STREAM_FLOOR = "minimal relay"
+STREAM_TARGETS: dict[tuple[str, str, int], tuple[float, float | None]] = {
+    **{(face, "0ms", c): (0.5, 2.5) for face in ("SSE /api/chat", "WS /ws compat")
+       for c in (50, 200)},
+    **{("GraphQL chatStream", "0ms", c): (0.35, None) for c in (50, 200)},
+    **{(face, "5ms", c): (need, None)
+       for face in ("SSE /api/chat", "WS /ws compat", "GraphQL chatStream")
+       for c, need in ((50, 0.9), (200, 0.6))},
+}
+# Stored replies (`conversation_id`) with their real-time push, c=50, SQLite: replies/s, no
+# errors, and every reply a client saw complete found in the database afterwards.
+PERSIST_RPS = 150.0
 FANOUT_P99_MS = 100.0
 SEARCH_P99_MS = 50.0
 WS_KIB_PER_CONN = 40.0
@@ -64,6 +76,29 @@ def evaluate(rows: list[dict[str, Any]]) -> None:
                 "rps") is not None else None
             _verdict(row, f"≥{SIDEBAR_VS_OPENWEBUI:g}× Open WebUI ?page=1",
                      None if ratio is None else ratio >= SIDEBAR_VS_OPENWEBUI, ratio)
+        elif figure == "stream" and (face, op, row["concurrency"]) in STREAM_TARGETS:
+            need, cpu_max = STREAM_TARGETS[(face, op, row["concurrency"])]
+            floor = _find(rows, figure=figure, face=STREAM_FLOOR, op=op, db="-",
+                          concurrency=row["concurrency"])
+            ratio = (row["rps"] / floor["rps"]) if floor and floor.get("rps") and row.get(
+                "rps") is not None else None
+            ok = None if ratio is None else ratio >= need
+            target = f"≥{need}× {STREAM_FLOOR}"
+            if cpu_max is not None:
+                target += f", ≤{cpu_max} ms CPU"
+                cpu = row.get("cpu_ms_per_op")
+                if ok is not None:
+                    ok = ok and cpu is not None and cpu <= cpu_max
+            _verdict(row, target, ok, ratio)
+        elif figure == "persist" and row.get("rps") is not None:
+            # Stored ≥ completed: a reply a client gave up on is still stored (it survives
+            # the client), so the database may hold more than the clients saw end.
+            ok = (row["rps"] >= PERSIST_RPS and not row.get("errors")
+                  and (row.get("stored_messages") or 0) >= (row.get("completed_replies") or 0))
+            _verdict(row, f"≥{PERSIST_RPS:.0f}/s, 0 errors, all stored",
+                     ok if row["db"] == "sqlite" else None, None)
+            if row["db"] != "sqlite":
+                row["target"] = ""
         elif figure == "fanout" and row.get("p99_ms") is not None:
             _verdict(row, f"p99 ≤ {FANOUT_P99_MS:.0f} ms",
                      row["p99_ms"] <= FANOUT_P99_MS and not row.get("missed"), None)
@@ -121,8 +156,13 @@ def _other(row: dict[str, Any]) -> str:
     if row.get("index_mib") is not None:
         bits.append(f"index {row['index_mib']} MiB (messages {row['messages_mib']} MiB), "
                     f"{row.get('results')} results")
-    if row.get("tokens_per_op"):
+    if row.get("chunks_per_op"):
+        bits.append(f"{row['chunks_per_op']} chunks/reply")
+    elif row.get("tokens_per_op"):
         bits.append(f"{row['tokens_per_op']} tok/reply")
+    if row.get("stored_messages") is not None:
+        bits.append(f"stored {row['stored_messages']} of {row.get('completed_replies')} "
+                    "completed replies")
     if row.get("recall_at_5") is not None:
         bits.append(f"recall@5 {row['recall_at_5']} ({row['questions']} questions)")
     if row.get("server_core_pct") is not None and row.get("rps") is not None:

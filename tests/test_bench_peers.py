@@ -33,18 +33,19 @@ def test_sidebar_is_judged_against_open_webui_in_the_same_run() -> None:
 def test_peer_stream_rows_carry_our_ratio_per_face() -> None:
     rows = [
         _row("stream", "-", "minimal relay", "0ms", 50, 1000.0),
-        _row("stream", "sqlite", "SSE /api/chat", "0ms", 50, 400.0),
-        _row("stream", "sqlite", "WS /ws compat", "0ms", 50, 600.0),
+        {**_row("stream", "sqlite", "SSE /api/chat", "0ms", 50, 600.0), "cpu_ms_per_op": 2.0},
+        _row("stream", "sqlite", "WS /ws compat", "0ms", 50, 400.0),
         _row("stream", "-", "LiteLLM proxy", "0ms", 50, 50.0),
         _row("stream", "-", "LiteLLM proxy", "0ms", 200, 40.0),  # we have no row at 200
     ]
     report.evaluate(rows)
     litellm, lonely = rows[3], rows[4]
-    assert litellm["vs_ours"] == {"SSE sqlite": 8.0, "WS sqlite": 12.0}
-    assert litellm["ratio"] == 8.0
-    assert "SSE sqlite 8.0×" in report.markdown(rows)
+    assert litellm["vs_ours"] == {"SSE sqlite": 12.0, "WS sqlite": 8.0}
+    assert litellm["ratio"] == 12.0
+    assert "SSE sqlite 12.0×" in report.markdown(rows)
     assert "vs_ours" not in lonely
-    assert rows[1]["verdict"] == "PASS"  # ours still judged against the relay, not the peer
+    # ours still judged against the relay (0.6×, 2 ms CPU; 0.4×), not the peer
+    assert (rows[1]["verdict"], rows[2]["verdict"]) == ("PASS", "MISS")
 
 
 def test_peers_is_optional_and_brings_our_rows_along() -> None:

@@ -51,8 +51,8 @@ from resolvers.kit.errors import AppError, ValidationFailed
 
 __all__ = [
     "FREE", "Billing", "BudgetExceeded", "BudgetStatus", "Price", "PriceTable", "Reservation",
-    "UsageReport", "UsageRow", "prompt_tokens_estimate", "prompt_tokens_upper_bound",
-    "to_micros", "usd",
+    "Settlement", "UsageReport", "UsageRow", "prompt_tokens_estimate",
+    "prompt_tokens_upper_bound", "to_micros", "usd",
 ]
 
 log = logging.getLogger("chat_studio.billing")
@@ -242,21 +242,45 @@ async def _apply(session: AsyncSession, reservation: Reservation, cost: int) -> 
                 spent_micros=col(BudgetLedger.spent_micros) + cost))
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What one reply used and costs: settles its reservation (see `settle`)."""
+
+    reservation: Reservation
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int
+    request_id: str | None
+    created_at: int
+
+
+async def write_settlement(session: AsyncSession, item: Settlement) -> None:
+    """`settle`'s statements, without the commit: the caller's transaction holds them (a
+    group commit of several replies, or the transaction that also stores the reply)."""
+    reservation = item.reservation
+    if item.prompt_tokens or item.completion_tokens or item.cost_micros:
+        session.add(TokenUsage(
+            user_id=reservation.user_id, model=item.model, prompt_tokens=item.prompt_tokens,
+            completion_tokens=item.completion_tokens, created_at=item.created_at,
+            request_id=item.request_id, cost_micros=item.cost_micros,
+            api_key_id=reservation.key_id))
+    if item.cost_micros or reservation.amount:
+        await _apply(session, reservation, item.cost_micros)
+    if item.cost_micros:
+        metrics.CHAT_COST.labels(model=item.model).inc(item.cost_micros)  # metrics
+
+
 async def settle(session: AsyncSession, reservation: Reservation, *, model: str,
                  prompt_tokens: int, completion_tokens: int, cost_micros: int,
                  request_id: str | None, created_at: int) -> None:
     """Record the reply's usage and cost and replace its reservation by the real cost, in
     one transaction."""
-    if prompt_tokens or completion_tokens or cost_micros:
-        session.add(TokenUsage(
-            user_id=reservation.user_id, model=model, prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, created_at=created_at, request_id=request_id,
-            cost_micros=cost_micros, api_key_id=reservation.key_id))
-    if cost_micros or reservation.amount:
-        await _apply(session, reservation, cost_micros)
+    await write_settlement(session, Settlement(
+        reservation=reservation, model=model, prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens, cost_micros=cost_micros, request_id=request_id,
+        created_at=created_at))
     await session.commit()
-    if cost_micros:
-        metrics.CHAT_COST.labels(model=model).inc(cost_micros)  # metrics
 
 
 async def release(db: Database, reservation: Reservation) -> None:

@@ -33,7 +33,7 @@ from typing import Any, cast
 
 from models import ApiKey, User
 from resolvers import access, auth, billing, conversations, files
-from resolvers.billing import Billing, Price, Reservation
+from resolvers.billing import Billing, Price, Reservation, Settlement
 from resolvers.chat.events import (
     COMPLETE,
     ERROR,
@@ -77,6 +77,7 @@ from resolvers.kit.errors import (
     ProviderTimeout,
     Unavailable,
 )
+from resolvers.kit.groupcommit import GroupCommit
 from resolvers.kit.ratelimit import RateLimiter
 from resolvers.llm.base import (
     ChatMessage,
@@ -174,6 +175,8 @@ class _Running:
     # "shutdown" (stored as interrupted), "lost" (another worker took the lease over: store
     # nothing, it closes the reply) or "deleted" (the account is gone: nothing to store).
     ended_by: str | None = None
+    # While True the worker's lease keeper renews the reply's lease (until generation ends).
+    renewing: bool = True
 
 
 class ReplyInterrupted(Unavailable):
@@ -188,6 +191,11 @@ def interrupted_event(request_id: str) -> ChatError:
     return ChatError(code=INTERRUPTED, message="The reply was interrupted (the server "
                      "generating it stopped); what was generated so far is kept",
                      request_id=request_id)
+
+
+def _log_closing_failure(task: asyncio.Task[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not close a lapsed reply", exc_info=task.exception())
 
 
 def reply_key(user_id: str, request_id: str) -> str:
@@ -248,42 +256,56 @@ async def until_revoked(events: AsyncGenerator[tuple[int, ReplyEvent], None],
                         ) -> AsyncGenerator[tuple[int, ReplyEvent], None]:
     """A reader's `events`, cut short when `revoked` returns (the reader's token was revoked:
     logout everywhere, deletion, expiry): then a terminal `unauthenticated` error and the
-    end. Only the reader stops; the reply itself runs on and is kept."""
-    watch: asyncio.Future[str] | None = asyncio.ensure_future(revoked)
-    step: asyncio.Future[tuple[int, ReplyEvent]] | None = None
+    end. Only the reader stops; the reply itself runs on and is kept.
+
+    Per event this costs one `asyncio.timeout` scope, not a task: the watch, when it fires
+    while the reader waits for the next event, expires that scope (which cancels the wait);
+    when it fires while the caller handles an event, the next turn of the loop sees it."""
+    loop = asyncio.get_running_loop()
+    watch: asyncio.Future[str] = asyncio.ensure_future(revoked)
+    reason: str | None = None
+    waiting: asyncio.Timeout | None = None
+
+    def on_watch(done: asyncio.Future[str]) -> None:
+        nonlocal reason
+        if done.cancelled():
+            return
+        if done.exception() is not None:
+            # The revocation check itself failed (a broker outage): keep the reader's
+            # stream rather than cut a healthy reply.
+            log.warning("revocation watch of reply %s failed; the stream goes on",
+                        request_id, exc_info=done.exception())
+            return
+        reason = done.result()
+        if waiting is not None:
+            waiting.reschedule(loop.time())  # wake the reader's wait now
+
+    watch.add_done_callback(on_watch)
     seq = 0
     try:
-        while True:
-            if step is None:
-                step = asyncio.ensure_future(anext(events))
-            waiting: set[asyncio.Future[Any]] = {step} if watch is None else {step, watch}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if step.done():
-                done, step = step, None
-                try:
-                    seq, event = done.result()
-                except StopAsyncIteration:
-                    return
-                yield seq, event
-                continue
-            assert watch is not None  # only the watch can have finished first
-            if watch.cancelled() or watch.exception() is not None:
-                # The revocation check itself failed (a broker outage): keep the reader's
-                # stream rather than cut a healthy reply; the step is still pending.
-                log.warning("revocation watch of reply %s failed; the stream goes on",
-                            request_id, exc_info=None if watch.cancelled() else watch.exception())
-                watch = None
-                continue
-            yield seq, ChatError(code="unauthenticated", message=f"Token {watch.result()}",
-                                 request_id=request_id)
-            return
+        while reason is None:
+            try:
+                async with asyncio.timeout(None) as scope:
+                    waiting = scope
+                    try:
+                        seq, event = await anext(events)
+                    finally:
+                        waiting = None
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if reason is None:  # not the watch's: a failure of the reading itself
+                    raise
+                break
+            yield seq, event
+        yield seq, ChatError(code="unauthenticated", message=f"Token {reason}",
+                             request_id=request_id)
     finally:
-        # Closed early (the client left) or revoked: nothing may still be waiting on
-        # `events` when it is closed ("aclose(): asynchronous generator is already running").
-        pending = [task for task in (step, watch) if task is not None]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        # Closed early (the client left) or revoked: the watch ends, and so does `events`
+        # (whose wait, if it was cut, has already unwound).
+        watch.remove_done_callback(on_watch)
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
         await events.aclose()
 
 
@@ -306,6 +328,10 @@ class Chat:
     # False once shutdown began: new replies are refused (503), running ones drain.
     accepting: bool = True
     _reading: dict[str, int] = field(default_factory=dict)  # reply key → local readers
+    # One task per worker renews the leases of every reply it generates, and one checks
+    # the leases of every reply its readers wait for (not a task per reply, nor per reader).
+    _lease_keeper: asyncio.Task[None] | None = None
+    _lease_watcher: asyncio.Task[None] | None = None
     # Closings of lapsed replies under way (see _close_lapsed_shielded).
     _closing: dict[str, asyncio.Task[bool]] = field(default_factory=dict)
 
@@ -325,6 +351,14 @@ class Chat:
     # Fetches remote image URLs through the outbound guard; built by assembly.py (None:
     # remote URLs are refused).
     remote_images: RemoteImages | None = None
+    _usage_writer: GroupCommit[Settlement] | None = None
+
+    @property
+    def _usage(self) -> GroupCommit[Settlement]:
+        """The usage rows of replies that end together, in one transaction."""
+        if self._usage_writer is None:
+            self._usage_writer = GroupCommit(self.db, billing.write_settlement)
+        return self._usage_writer
 
     async def _images(self, actor: User, parts: tuple[ImageInput, ...]) -> tuple[Image, ...]:
         """The images of a message, checked: a `data:` URL is decoded, an `http(s)` URL
@@ -563,7 +597,7 @@ class Chat:
         prompt_tokens = completion_tokens = 0
         terminal: ChatComplete | ChatError | None = None
         watcher = asyncio.create_task(self._watch_stop(key, actor.id, running))
-        renewer = asyncio.create_task(self._renew_lease(key, running))
+        self._keep_leases()
         started = time.perf_counter()
         first_token_at: float | None = None  # metrics
         steps: list[conversations.MessageInput] = []  # tool calls and results, to store
@@ -639,12 +673,12 @@ class Chat:
             terminal = ChatError(code="internal", message="The reply failed unexpectedly",
                                  request_id=request_id)
         finally:
-            for helper in (watcher, renewer):
-                helper.cancel()
-                # A broker outage in the stop watcher must not cost the reply its storage
-                # and its terminal event.
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await helper
+            running.renewing = False
+            watcher.cancel()
+            # A broker outage in the stop watcher must not cost the reply its storage and
+            # its terminal event.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
             content = "".join(parts)
             if not prompt_tokens and parts:
                 # Cut short before the provider reported usage: it read the prompt all the
@@ -743,24 +777,34 @@ class Chat:
                 task.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
 
-    async def _renew_lease(self, key: str, running: _Running) -> None:
-        """Keep the reply's lease while generating; give the reply up if it was lost."""
-        while True:
+    def _keep_leases(self) -> None:
+        """Make sure the worker's lease keeper runs (a reply is being generated)."""
+        if self._lease_keeper is None or self._lease_keeper.done():
+            self._lease_keeper = asyncio.create_task(self._renew_leases(), name="lease keeper")
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of the replies this worker generates; give up those it lost.
+        Ends when none is left (the next reply starts it again)."""
+        while any(item.renewing for item in self._running.values()):
             await asyncio.sleep(self._lease_check_seconds)
-            try:
-                held = await self.broker.reply_renew(key, holder=self.holder,
-                                                     lease_seconds=self.lease_seconds)
-            except Exception:
-                # Redis hiccup: try again soon; a lease outlives a few failed renewals.
-                log.warning("could not renew the lease of %s", key, exc_info=True)
-                continue
-            if not held:
-                # Another worker saw the lease lapse (this process stalled for a whole
-                # lease) and closed the reply as interrupted: stop generating into it.
-                log.warning("lost the lease of %s: another worker closed it", key)
-                running.ended_by = "lost"
-                running.stop.set()
-                return
+            held = [(key, item) for key, item in self._running.items() if item.renewing]
+            results = await asyncio.gather(
+                *(self.broker.reply_renew(key, holder=self.holder,
+                                          lease_seconds=self.lease_seconds)
+                  for key, _item in held), return_exceptions=True)
+            for (key, running), result in zip(held, results, strict=True):
+                if not running.renewing:  # ended meanwhile: nothing to renew or give up
+                    continue
+                if isinstance(result, BaseException):
+                    # Redis hiccup: try again soon; a lease outlives a few failed renewals.
+                    log.warning("could not renew the lease of %s", key, exc_info=result)
+                elif not result:
+                    # Another worker saw the lease lapse (this process stalled for a whole
+                    # lease) and closed the reply as interrupted: stop generating into it.
+                    log.warning("lost the lease of %s: another worker closed it", key)
+                    running.renewing = False
+                    running.ended_by = "lost"
+                    running.stop.set()
 
     async def _close_lapsed_shielded(self, key: str) -> bool:
         """`_close_lapsed` as a task of its own that the caller's cancellation cannot cut:
@@ -768,12 +812,15 @@ class Chat:
         (and a stop's HTTP request may be dropped), which would otherwise cancel the closing
         between storing the partial reply and counting it — or before the terminal event,
         leaving the reply to be closed, and stored, a second time."""
+        return await asyncio.shield(self._closing_task(key))
+
+    def _closing_task(self, key: str) -> asyncio.Task[bool]:
         task = self._closing.get(key)
         if task is None:
             task = asyncio.create_task(self._close_lapsed(key), name=f"close lapsed {key}")
             self._closing[key] = task
             task.add_done_callback(lambda _t: self._closing.pop(key, None))
-        return await asyncio.shield(task)
+        return task
 
     async def _close_lapsed(self, key: str) -> bool:
         """Close a reply whose producer died: store its partial text as `interrupted`
@@ -815,18 +862,25 @@ class Chat:
         log.warning("closed reply %s as interrupted: its worker stopped renewing it", key)
         return True
 
-    async def _watch_lease(self, key: str) -> None:
-        """While a reader waits: close the reply if its producer's lease lapsed."""
-        while True:
+    def _watch_leases(self) -> None:
+        """Make sure the worker's lease watcher runs (a reader waits for a reply)."""
+        if self._lease_watcher is None or self._lease_watcher.done():
+            self._lease_watcher = asyncio.create_task(self._check_leases(), name="lease watch")
+
+    async def _check_leases(self) -> None:
+        """While readers here wait: close each reply whose producer's lease lapsed. Replies
+        this worker generates itself are skipped (it holds their leases). Ends when no
+        reader is left."""
+        while self._reading:
             await asyncio.sleep(self._lease_check_seconds)
-            try:
-                info = await self.broker.reply_info(key)
-                if info is None or info.closed:
-                    return
-                if info.lease_lapsed:
-                    await self._close_lapsed_shielded(key)
-            except Exception:
-                log.warning("could not check the lease of %s", key, exc_info=True)
+            for key in [key for key in self._reading if key not in self._running]:
+                try:
+                    info = await self.broker.reply_info(key)
+                    if info is not None and not info.closed and info.lease_lapsed:
+                        # A task of its own: a slow store must not hold up the others.
+                        self._closing_task(key).add_done_callback(_log_closing_failure)
+                except Exception:
+                    log.warning("could not check the lease of %s", key, exc_info=True)
 
     async def _store(self, actor: User, params: ChatParams, *, content: str, model: str,
                      status: str, prompt_tokens: int, completion_tokens: int,
@@ -841,24 +895,29 @@ class Chat:
         (billing.release_stale)."""
         message_id: str | None = None
         try:
+            if bill is not None:
+                # Replies that end together share the usage rows' transaction.
+                await self._usage.submit(Settlement(
+                    reservation=bill.reservation, model=model, prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost_micros=bill.price.cost_micros(prompt_tokens, completion_tokens),
+                    request_id=request_id, created_at=now_ms()))
+        except Exception:
+            log.exception("could not record the usage of the reply %s", request_id)
+        if params.conversation_id is None or not (content or status != COMPLETE):
+            return None
+        try:
             async with self.db.session() as session:
-                if bill is not None:
-                    await billing.settle(
-                        session, bill.reservation, model=model, prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                        cost_micros=bill.price.cost_micros(prompt_tokens, completion_tokens),
-                        request_id=request_id, created_at=now_ms())
-                if params.conversation_id is not None and (content or status != COMPLETE):
-                    stored = await conversations.append_messages(
-                        session, actor, conversation_id=params.conversation_id,
-                        messages=[*(steps or ()), conversations.MessageInput(
-                            content=content, role="assistant", tokens=completion_tokens,
-                            model=model, status=status, citations=citations or None)],
-                        # Under the message it answers, wherever the active path is now.
-                        under=conversations.Under(reply_parent) if reply_parent else None,
-                        tool_steps=bool(steps),
-                    )
-                    message_id = stored[-1].id if stored else None
+                stored = await conversations.append_messages(
+                    session, actor, conversation_id=params.conversation_id,
+                    messages=[*(steps or ()), conversations.MessageInput(
+                        content=content, role="assistant", tokens=completion_tokens,
+                        model=model, status=status, citations=citations or None)],
+                    # Under the message it answers, wherever the active path is now.
+                    under=conversations.Under(reply_parent) if reply_parent else None,
+                    tool_steps=bool(steps),
+                )
+                message_id = stored[-1].id if stored else None
         except Exception:
             log.exception("could not store the reply %s", request_id)
         return message_id
@@ -877,7 +936,7 @@ class Chat:
         ended = delivered = False
         self._reading[key] = self._reading.get(key, 0) + 1
         # While we wait, make sure somebody produces the reply: if its worker died, close it.
-        watchdog = asyncio.create_task(self._watch_lease(key), name=f"lease watch {key}")
+        self._watch_leases()
         try:
             async for seq, data in self.broker.reply_events(key, after=after):
                 delivered = True
@@ -892,7 +951,6 @@ class Chat:
                 ended = event.terminal
                 yield seq, event
         finally:
-            watchdog.cancel()
             left = self._reading.get(key, 1) - 1
             if left:
                 self._reading[key] = left
@@ -999,6 +1057,12 @@ class Chat:
         await self.drain(0)
         if self._closing:  # lapsed replies being closed: let them store and end
             await asyncio.wait(list(self._closing.values()), timeout=5)
+        if self._usage_writer is not None:
+            await self._usage_writer.aclose()
+        for task in (self._lease_keeper, self._lease_watcher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.titles is not None:
             await self.titles.aclose()
         if self.tools is not None:

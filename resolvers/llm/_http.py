@@ -143,7 +143,21 @@ class HTTPProvider:
     async def upstream_stream(
         self, url: str, *, headers: dict[str, str], body: dict[str, Any], stop: StopSignal
     ) -> AsyncGenerator[SSEEvent, None]:
-        """POST `body` and yield the answer's SSE events until the upstream closes the stream.
+        """`upstream_batches`, one event at a time."""
+        batches = self.upstream_batches(url, headers=headers, body=body, stop=stop)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for event in batch:
+                    yield event
+
+    async def upstream_batches(
+        self, url: str, *, headers: dict[str, str], body: dict[str, Any], stop: StopSignal
+    ) -> AsyncGenerator[list[SSEEvent], None]:
+        """POST `body` and yield the answer's SSE events until the upstream closes the stream,
+        in batches: every event that had already arrived when the last read returned. A
+        provider turns the text of one batch into one TextChunk, so that tokens which arrive
+        together leave as one event (a fast model behind a buffering proxy, or a busy server
+        that reads late) instead of paying the whole pipeline once per token.
 
         Returns early (without error) when `stop` is set; the caller checks `stop.is_set`.
         Every failure - HTTP status, connect/stall timeout, dropped connection - is raised as
@@ -170,8 +184,8 @@ class HTTPProvider:
                 # Closing the response wakes a pending read at once.
                 stopper.add_done_callback(partial(_close_if_stopped, stop, resp))
                 try:
-                    async for event in _sse_events(resp, stop):
-                        yield event
+                    async for batch in _sse_batches(resp, stop):
+                        yield batch
                         if stop.is_set:
                             return
                     clean_end = not stop.is_set
@@ -249,30 +263,59 @@ def _close_if_stopped(stop: StopSignal, resp: aiohttp.ClientResponse, _: object)
         resp.close()
 
 
-async def _sse_events(resp: aiohttp.ClientResponse, stop: StopSignal) -> AsyncIterator[SSEEvent]:
-    """Server-sent events framing (WHATWG): fields per line, an empty line dispatches."""
-    event = ""
-    data: list[str] = []
+async def _sse_batches(resp: aiohttp.ClientResponse,
+                       stop: StopSignal) -> AsyncIterator[list[SSEEvent]]:
+    """Server-sent events framing (WHATWG): fields per line, an empty line dispatches. Each
+    read takes everything the connection has buffered; the events completed by it are
+    yielded together (never an empty batch)."""
+    parser = _SSEParser()
     while not stop.is_set:
-        raw = await resp.content.readline()
+        raw = await resp.content.readany()
         if not raw:  # EOF; an unterminated last event is dropped, as the spec says
             return
-        if len(raw) > MAX_LINE_BYTES:
+        batch = parser.feed(raw)
+        if batch:
+            yield batch
+
+
+class _SSEParser:
+    """Incremental SSE parsing: bytes in, complete events out. Lines end in LF (CR LF
+    too); a line is decoded only once it is whole, so a character split between two reads
+    is never mangled."""
+
+    __slots__ = ("data", "event", "partial")
+
+    def __init__(self) -> None:
+        self.partial = b""  # an unfinished line
+        self.event = ""
+        self.data: list[str] = []
+
+    def feed(self, raw: bytes) -> list[SSEEvent]:
+        lines = raw.split(b"\n")
+        if self.partial:
+            lines[0] = self.partial + lines[0]
+        self.partial = lines.pop()
+        if len(self.partial) > MAX_LINE_BYTES:
             raise ValueError("line too long")
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line:
-            if data:
-                yield SSEEvent(event, "\n".join(data))
-            event, data = "", []
-            continue
-        if line.startswith(":"):  # comment / keep-alive
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "data":
-            data.append(value)
-        elif field == "event":
-            event = value
+        out: list[SSEEvent] = []
+        for raw_line in lines:
+            if len(raw_line) > MAX_LINE_BYTES:
+                raise ValueError("line too long")
+            line = raw_line.decode("utf-8", "replace").rstrip("\r")
+            if not line:
+                if self.data:
+                    out.append(SSEEvent(self.event, "\n".join(self.data)))
+                self.event, self.data = "", []
+                continue
+            if line.startswith(":"):  # comment / keep-alive
+                continue
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "data":
+                self.data.append(value)
+            elif field == "event":
+                self.event = value
+        return out
 
 
 def extract_error_message(body: str) -> str:

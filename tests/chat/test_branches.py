@@ -90,7 +90,10 @@ async def test_regenerate_streams_like_chat(user: User, fakes: FakeThread) -> No
                 json={"stream": True}, headers=user.headers) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             events = await read_all(response)
-        assert [e.type for e in events] == ["chat_chunk", "chat_chunk", "chat_complete"]
+        # Chunks that arrive together may leave as one: the text is what counts.
+        assert {e.type for e in events[:-1]} == {"chat_chunk"}
+        assert events[-1].type == "chat_complete"
+        assert "".join(e.data["content"] for e in events[:-1]) == "Again!"
         new_id = events[-1].data["message_id"]
         shown = await user.conversation(conversation_id)
         assert shown["messages"][-1]["id"] == new_id
@@ -297,7 +300,8 @@ async def test_regenerate_and_edit_stream_on_ws_and_graphql(
         await ws.send(json.dumps({"type": "regenerate", "conversation_id": conversation_id,
                                   "message_id": first["message_id"], "request_id": "r-ws"}))
         events = await reply(ws, "r-ws")
-        assert [e["type"] for e in events] == ["chat_chunk", "chat_chunk", "chat_complete"]
+        assert {e["type"] for e in events[:-1]} == {"chat_chunk"}
+        assert events[-1]["type"] == "chat_complete"
         assert "".join(e.get("content", "") for e in events) == "From ws"
         await ws.send(json.dumps({"type": "regenerate", "conversation_id": conversation_id,
                                   "message_id": question_id, "request_id": "r-bad"}))
@@ -312,7 +316,9 @@ async def test_regenerate_and_edit_stream_on_ws_and_graphql(
               __typename ... on ChatChunk { content } ... on ChatComplete { messageId } } }""",
                             {"c": conversation_id, "m": question_id})
         values = await gql.collect("e", "editStream")
-    assert [v["__typename"] for v in values] == ["ChatChunk", "ChatChunk", "ChatComplete"]
+    assert {v["__typename"] for v in values[:-1]} == {"ChatChunk"}
+    assert values[-1]["__typename"] == "ChatComplete"
+    assert "".join(v["content"] for v in values[:-1]) == "From graphql"
     shown = await user.conversation(conversation_id)
     assert [(m["role"], m["content"]) for m in shown["messages"]] == [
         ("user", "Hello again"), ("assistant", "From graphql")]

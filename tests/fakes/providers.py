@@ -88,6 +88,9 @@ class FakeProvider:
     answer_tool_results: bool = False
     # Write every frame in pieces (mid-JSON, mid-line): parsers must reassemble them.
     split_frames: bool = False
+    # Write the whole reply at once (one write: the frames arrive together, as from a fast
+    # model behind a buffering proxy).
+    burst: bool = False
     requests: list[RecordedRequest] = field(default_factory=list)
     base_url: str = ""
 
@@ -180,6 +183,10 @@ class FakeProvider:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
         await resp.prepare(request)
+        if self.burst and self.fail is None:
+            await resp.write(b"".join(self._frames_for(rec.json)))
+            await resp.write_eof()
+            return resp
         for frame_no, frame in enumerate(self._frames_for(rec.json)):
             i = frame_no - self.lead_frames  # text chunks already sent
             if i == 0 and self.first_chunk_delay:

@@ -82,9 +82,11 @@ async def test_chat_stream_chunk_by_chunk_then_complete(
         await client.subscribe("1", CHAT_STREAM, chat_input("g1"))
         events = await client.collect("1", "chatStream")
     kinds = [e["__typename"] for e in events]
-    assert kinds == ["ChatChunk"] * len(CHUNKS) + ["ChatComplete"]
-    assert [e["content"] for e in events[:-1]] == CHUNKS  # one message per chunk
-    assert [e["seq"] for e in events] == list(range(1, len(CHUNKS) + 2))
+    # One message per chunk that arrived alone (chunks that reach a busy server together
+    # leave as one), numbered without gaps.
+    assert kinds == ["ChatChunk"] * (len(events) - 1) + ["ChatComplete"]
+    assert "".join(e["content"] for e in events[:-1]) == "".join(CHUNKS)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert {e["requestId"] for e in events} == {"g1"}
     complete = events[-1]
     assert complete["tokens"] == len(CHUNKS) and complete["model"] == MODEL
@@ -126,7 +128,7 @@ async def test_chat_events_resumes_after_the_last_seen_seq(
         await client.subscribe("r", CHAT_EVENTS, {"id": "resume-me", "after": seen[-1]["seq"]})
         rest = await client.collect("r", "chatEvents")
     events = seen + rest
-    assert [e["seq"] for e in events] == list(range(1, len(CHUNKS) + 2))
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert "".join(e["content"] for e in events[:-1]) == "".join(CHUNKS)
     assert events[-1]["__typename"] == "ChatComplete"
 

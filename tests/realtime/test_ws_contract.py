@@ -155,9 +155,11 @@ async def test_chat_streams_numbered_chunks_then_complete(
                                   "max_tokens": 64, "temperature": 0.2}))
         events = await reply(ws, "req_1")
     chunks, complete = events[:-1], events[-1]
-    assert [e["type"] for e in chunks] == ["chat_chunk"] * len(CHUNKS)
+    # Chunks that reach a busy server together leave as one: the text and the numbering
+    # (no gaps) are what a client relies on.
+    assert chunks and [e["type"] for e in chunks] == ["chat_chunk"] * len(chunks)
     assert "".join(e["content"] for e in chunks) == "".join(CHUNKS)
-    assert [e["seq"] for e in events] == list(range(1, len(CHUNKS) + 2))
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert complete["type"] == "chat_complete"
     assert complete["tokens"] == len(CHUNKS) and complete["model"] == MODEL
     assert complete["finish_reason"] == "stop"
@@ -229,7 +231,7 @@ async def test_resume_after_a_dropped_connection_yields_each_chunk_once(
                                   "after": seen[-1]["seq"]}))
         rest = await reply(ws, "res1")
     events = seen + rest
-    assert [e["seq"] for e in events] == list(range(1, len(CHUNKS) + 2))
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert "".join(str(e["content"]) for e in events[:-1]) == "".join(CHUNKS)
     assert events[-1]["type"] == "chat_complete"
     # A finished reply can still be read again (within its retention), from any point.

@@ -112,15 +112,34 @@ def _texts(items: list[StreamItem]) -> list[str]:
 # --- the happy path ---------------------------------------------------------------------
 
 
-async def test_streams_each_chunk_in_order_then_usage(case: Case) -> None:
+async def test_streams_the_text_in_order_then_usage(case: Case) -> None:
     case.fake.chunks = ["The", " quick", " brown", " fox", " — ünïcode ✓"]
     case.fake.prompt_tokens, case.fake.completion_tokens = 37, 9
 
     items = await _collect(case.provider, _request(case.model))
 
-    assert _texts(items) == case.fake.chunks
+    assert "".join(_texts(items)) == "".join(case.fake.chunks)
     assert items[-1] == Finished(prompt_tokens=37, completion_tokens=9, finish_reason="stop")
     assert sum(isinstance(i, Finished) for i in items) == 1
+
+
+async def test_chunks_that_arrive_apart_are_passed_on_at_once(case: Case) -> None:
+    """Nothing is held back waiting for more: a token that arrives alone leaves alone."""
+    case.fake.chunks = ["The", " quick", " brown", " fox"]
+    case.fake.chunk_delay = 0.05
+    items = await _collect(case.provider, _request(case.model))
+    assert _texts(items) == case.fake.chunks
+
+
+async def test_chunks_that_arrive_together_leave_as_one(case: Case) -> None:
+    """Tokens already buffered when the stream is read are one TextChunk: the pipeline
+    behind it (reply log, faces, clients) pays once for them, not once per token."""
+    case.fake.chunks = [f" w{i}" for i in range(30)]
+    case.fake.completion_tokens = 30
+    case.fake.burst = True
+    items = await _collect(case.provider, _request(case.model))
+    assert _texts(items) == ["".join(case.fake.chunks)]
+    assert items[-1] == Finished(prompt_tokens=21, completion_tokens=30, finish_reason="stop")
 
 
 async def test_max_tokens_reached_is_reported_as_length(case: Case) -> None:
@@ -293,7 +312,7 @@ async def test_stall_between_chunks_is_a_timeout_after_the_first_chunks(case: Ca
     assert "stopped sending data" in err.value.message
     assert time.monotonic() - started < STALL + 2
     # What arrived before the stall was delivered, in order.
-    assert received == case.fake.chunks[:2]
+    assert "".join(received) == "".join(case.fake.chunks[:2])
 
 
 async def test_malformed_json_in_the_stream(case: Case) -> None:
