@@ -198,6 +198,12 @@ def _log_closing_failure(task: asyncio.Task[bool]) -> None:
         log.warning("could not close a lapsed reply", exc_info=task.exception())
 
 
+def completion_tokens_estimate(parts: list[str]) -> int:
+    """Tokens of a reply cut short before the provider reported usage: at least one per chunk
+    (chunks that arrived together are one part since coalescing), else ~4 bytes a token."""
+    return max(len(parts), billing.prompt_tokens_estimate(parts))
+
+
 def reply_key(user_id: str, request_id: str) -> str:
     return f"{user_id}/{request_id}"
 
@@ -666,7 +672,6 @@ class Chat:
             log.warning("provider %s failed for %s: %s", exc.provider, key, exc.message)
             metrics.CHAT_ERRORS.labels(model=request.model, code=code).inc()  # metrics
             terminal = ChatError(code=code, message=exc.message, request_id=request_id)
-            completion_tokens = completion_tokens or len(parts)
         except Exception:
             log.exception("reply %s failed", key)
             metrics.CHAT_ERRORS.labels(model=request.model, code="internal").inc()  # metrics
@@ -680,6 +685,8 @@ class Chat:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
             content = "".join(parts)
+            if not completion_tokens and parts:  # cut short before the provider said
+                completion_tokens = completion_tokens_estimate(parts)
             if not prompt_tokens and parts:
                 # Cut short before the provider reported usage: it read the prompt all the
                 # same; bill a typical count for it (a refused request bills nothing).
@@ -854,7 +861,8 @@ class Chat:
                 message_id = await self._store(
                     owner, ChatParams(messages=[], conversation_id=conversation_id),
                     content="".join(parts), model=model, status=INTERRUPTED,
-                    prompt_tokens=0, completion_tokens=len(parts), request_id=request_id,
+                    prompt_tokens=0, completion_tokens=completion_tokens_estimate(parts),
+                    request_id=request_id,
                     bill=None, citations=citations)
         terminal = dataclasses.replace(interrupted_event(request_id), message_id=message_id)
         await self.broker.reply_append(key, terminal.to_log(), terminal=True)
