@@ -238,7 +238,12 @@ async def test_listeners_hear_each_message_in_place_and_share_its_text(broker: B
     assert heard["other"] == []
 
     decoded: list[Any] = []
-    decode = decode_shared(lambda event: decoded.append(event) or event["n"] * 10)
+
+    def times_ten(event: Event) -> int:
+        decoded.append(event)
+        return int(event["n"]) * 10
+
+    decode = decode_shared(times_ten)
     assert decode(heard["a"][1]) == decode(heard["b"][1]) == 20
     assert len(decoded) == 1  # once per message, however many listeners ask
 
