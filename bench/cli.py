@@ -389,9 +389,11 @@ class Run:
                 "marker": '"chat_chunk"', "done": '"chat_complete"'}
         rounds: list[float] = []
         errors = 0
+        samples: list[str] = []
         for _ in range(self.plan.memory_rounds):
             result = self.load.run(spec) if self.load else {}
             errors += int(result.get("errors") or 0)
+            samples += (result.get("error_samples") or [])[:3 - len(samples)]
             self.settle(pid)
             rounds.append(round(procs.rss_kib(pid) / 1024, 1))
         time.sleep(self.plan.memory_idle)
@@ -400,7 +402,7 @@ class Run:
             "rss_idle_mib": round(idle / 1024, 1), "rss_rounds_mib": rounds,
             "rss_after_idle_mib": after, "idle_wait_s": self.plan.memory_idle,
             "growth": round(rounds[-1] / rounds[0], 2), "back": round(after * 1024 / idle, 2),
-            "replies": 1000 * len(rounds), "errors": errors})
+            "replies": 1000 * len(rounds), "errors": errors, "error_samples": samples})
 
     def embedded(self) -> None:
         self.say("embedded model: through the server, then llama-cpp-python directly")
