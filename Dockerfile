@@ -85,6 +85,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 # WORKERS defaults to 1 because the app refuses WORKERS>1 without REDIS_URL (each worker would
 # see only its own WebSockets); docker-compose.yml sets REDIS_URL and WORKERS=4.
 # `chat-studio serve` (the project's console script, in the venv) runs the app in /app and reads
-# HOST, PORT and WORKERS from the environment; exec form, so it is PID 1 and gets SIGTERM.
+# HOST, PORT and WORKERS from the environment, on uvloop and httptools (server.main names them;
+# tests/production/test_serve_flags.py); exec form, so it is PID 1 and gets SIGTERM.
 # Behind a proxy on another host/container, set FORWARDED_ALLOW_IPS (read by uvicorn itself).
 CMD ["chat-studio", "serve"]

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint pytest schema migrate bench clean
+.PHONY: install run test lint pytest schema migrate bench bench-peers clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ migrate: install
 
 bench: install
 	$(PY) -m bench
+
+# Optional (not in `make bench`): LiteLLM proxy and Open WebUI, pinned, each in its own venv
+# under bench/.peers/ (ignored; ~4 GB, minutes the first time), measured beside our server.
+bench-peers: install
+	$(PY) -m bench.peers install
+	$(PY) -m bench peers --db sqlite
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -16,6 +16,8 @@ import sys
 from typing import Any
 
 from resolvers import admin
+from resolvers.kit import usercache
+from resolvers.kit.broker import make_broker
 from resolvers.kit.db import Database
 from resolvers.kit.errors import AppError
 from resolvers.kit.migrate import upgrade
@@ -28,7 +30,16 @@ async def _promote(username: str, settings: Settings) -> str:
         await upgrade(db.engine)  # a fresh install has no tables yet
         async with db.session() as session:
             user = await admin.promote(session, username=username)
-            return f"{user.username} ({user.id}) is now an admin"
+        if settings.redis_url:  # workers drop the user from their token caches at once
+            broker = make_broker(settings.redis_url)
+            try:
+                await broker.publish(usercache.CHANNEL, {"user_id": user.id})
+            except Exception as exc:  # the role is stored: workers see it within the TTL
+                print(f"warning: could not tell the workers ({exc}); they see the new role "
+                      "within USER_CACHE_SECONDS", file=sys.stderr)
+            finally:
+                await broker.aclose()
+        return f"{user.username} ({user.id}) is now an admin"
     finally:
         await db.dispose()
 

@@ -105,11 +105,23 @@ class BodyLimit:
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int,
-                 larger: dict[str, int] | None = None) -> None:
+                 larger: dict[str, int] | None = None,
+                 multipart: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         # Paths allowed more than max_bytes (POST /api/import: MAX_IMPORT_MB).
         self.larger = larger or {}
+        # Paths allowed more only for a multipart/form-data body (/graphql: the GraphQL
+        # multipart request spec, i.e. file uploads; its JSON requests keep max_bytes).
+        self.multipart = multipart or {}
+
+    def _limit(self, scope: Scope) -> int:
+        path = scope.get("path", "")
+        if path in self.multipart:
+            content_type = (_header(scope, b"content-type") or "").split(";", 1)[0]
+            if content_type.strip().lower() == "multipart/form-data":
+                return self.multipart[path]
+        return self.larger.get(path, self.max_bytes)
 
     def _detail(self, limit: int) -> str:
         return f"Request body too large (limit {limit} bytes)"
@@ -127,7 +139,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.larger.get(scope.get("path", ""), self.max_bytes)
+        limit = self._limit(scope)
         length = _header(scope, b"content-length")
         if length is not None:
             try:
@@ -174,7 +186,9 @@ class BodyLimit:
             await self._refuse(send, limit)
 
 
-def install(app: Any, *, max_body_bytes: int, larger: dict[str, int] | None = None) -> None:
+def install(app: Any, *, max_body_bytes: int, larger: dict[str, int] | None = None,
+            multipart: dict[str, int] | None = None) -> None:
     """Add both middlewares (Starlette runs the last added outermost)."""
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, larger=larger)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, larger=larger,
+                       multipart=multipart)
     app.add_middleware(RequestContext)

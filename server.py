@@ -48,6 +48,7 @@ log = logging.getLogger("chat_studio.server")
 # replies generated elsewhere, idle sockets) get this long before their tasks are cancelled.
 # Without it uvicorn waits for them forever, and one client could hold up the shutdown.
 SHUTDOWN_GRACE_SECONDS = 5
+GRAPHQL_PATH = "/graphql"
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -152,7 +153,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: request ids and HTTP metrics, then the body limit (413 before any parsing).
     middleware.install(app, max_body_bytes=settings.max_body_bytes,
                        larger={compat_transfer.IMPORT_PATH: compat_transfer.import_limit(settings),
-                               compat_files.FILES_PATH: compat_files.upload_limit(settings)})
+                               compat_files.FILES_PATH: compat_files.upload_limit(settings)},
+                       # GraphQL multipart requests carry uploads (schema/files.py): the
+                       # upload limit; their `operations` field stays bounded (schema/http.py).
+                       multipart={GRAPHQL_PATH: compat_files.upload_limit(settings)})
     compat_rest.install(app)
     compat_identity.install(app)
     compat_keys.install(app)
@@ -167,7 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     schema = build_schema(limits=Limits.from_settings(settings))
     # path= rather than prefix=: the route keeps its full template (/graphql) for metrics.
     # multipart: file uploads (the GraphQL multipart request spec; schema/files.py).
-    app.include_router(GraphQLRouter(schema, settings, path="/graphql",
+    app.include_router(GraphQLRouter(schema, settings, path=GRAPHQL_PATH,
                                      ide_html=explorers.graphiql_html,
                                      multipart_uploads_enabled=True))
     return app
@@ -186,6 +190,10 @@ def __getattr__(name: str) -> FastAPI:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+SERVE_LOOP = "uvloop"
+SERVE_HTTP = "httptools"
+
+
 def main() -> None:
     import uvicorn
 
@@ -193,8 +201,11 @@ def main() -> None:
     configure_logging(settings)
     # The protocol-level cap sits well above WS_MAX_MESSAGE_BYTES, so an oversized /ws message
     # gets the contract's `message_too_large` error instead of a dropped connection.
+    # uvloop and httptools by name (both come with uvicorn[standard]): uvicorn's "auto" falls
+    # back silently to asyncio and h11, which cost more CPU per request (docs/BENCHMARKS.md).
     uvicorn.run("server:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_level=settings.log_level.lower(),
+                loop=SERVE_LOOP, http=SERVE_HTTP,
                 ws_max_size=max(16 * settings.ws_max_message_bytes, 1024 * 1024),
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
 

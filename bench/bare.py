@@ -6,6 +6,8 @@
 `GET /conversations` with `X-User-Id: user_…` answers the very JSON that REST
 `GET /api/conversations` answers, read from the same tables with the same two queries (the
 conversations, then all their messages at once) - but no token check, no ORM, no validation.
+`GET /titles?first=N` answers what the GraphQL titles-only list answers (id, title,
+updatedAt of the newest N), from one query.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ DATABASE = os.environ.get("BARE_DATABASE", "data/chat.db")
 POOL = 4
 CONVERSATIONS = ("SELECT pk, id, title, model, system_prompt, created_at, updated_at, user_id "
                  "FROM conversations WHERE user_id = {0} ORDER BY updated_at DESC, pk DESC")
+TITLES = ("SELECT id, title, updated_at FROM conversations WHERE user_id = {0} "
+          "ORDER BY updated_at DESC, pk DESC LIMIT {1}")
 MESSAGES = ("SELECT conversation_pk, id, content, role, timestamp, tokens, model, status "
             "FROM messages WHERE conversation_pk IN ({0}) ORDER BY conversation_pk, position")
 
@@ -73,6 +77,13 @@ class SQLite:
         finally:
             self.free.put_nowait(db)
 
+    async def titles(self, user_id: str, first: int) -> list[Any]:
+        db = await self.free.get()
+        try:
+            return list(await db.execute_fetchall(TITLES.format("?", "?"), (user_id, first)))
+        finally:
+            self.free.put_nowait(db)
+
     async def close(self) -> None:
         while not self.free.empty():
             await self.free.get_nowait().close()
@@ -91,11 +102,27 @@ class Postgres:
             msgs = await db.fetch(MESSAGES.format("SELECT unnest($1::text[])"), pks)
             return [tuple(r) for r in convs], [tuple(r) for r in msgs]
 
+    async def titles(self, user_id: str, first: int) -> list[Any]:
+        async with self.pool.acquire() as db:
+            return [tuple(r) for r in await db.fetch(TITLES.format("$1", "$2"), user_id, first)]
+
     async def close(self) -> None:
         await self.pool.close()
 
 
 store: SQLite | Postgres = Postgres() if DATABASE.startswith("postgres") else SQLite()
+
+
+async def titles(request: Request) -> Response:
+    """GraphQL `conversations(first: N) { edges { node { id title updatedAt } } }`'s answer
+    (`?first=N`, default 50), from the same conversations query: the titles-only floor."""
+    first = int(request.query_params.get("first", "50"))
+    convs = await store.titles(request.headers["x-user-id"], first)
+    edges = [{"node": {"id": cid, "title": title, "updatedAt": updated_at}}
+             for cid, title, updated_at in convs]
+    body = json.dumps({"data": {"conversations": {"edges": edges}}}, ensure_ascii=False,
+                      separators=(",", ":"))
+    return Response(body, media_type="application/json")
 
 
 async def conversations(request: Request) -> Response:
@@ -111,4 +138,5 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
     await store.close()
 
 
-app = Starlette(routes=[Route("/conversations", conversations)], lifespan=lifespan)
+app = Starlette(routes=[Route("/conversations", conversations), Route("/titles", titles)],
+                lifespan=lifespan)

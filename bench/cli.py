@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -15,15 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import procs, report
+from bench import peers, procs, report
 from bench import search as search_figure
 
-FIGURES = ("rest", "graphql", "stream", "connections", "fanout", "memory", "embedded",
-           "search", "retrieval")
+FIGURES = ("rest", "graphql", "stream", "sidebar", "connections", "fanout", "memory",
+           "embedded", "search", "retrieval")
+# Optional, never in the default run: `peers` installs nothing itself (`make bench-peers` does)
+# and brings `stream` and `sidebar` along, so our rows stand beside the peers' (bench/peers.py).
+OPTIONAL = ("peers",)
+SIDEBAR_CONVERSATIONS, SIDEBAR_PAGE, SIDEBAR_LEVELS = 200, 60, (1, 10, 50)
 DBS = ("sqlite", "postgres")
 PASSWORD = "bench-Password-1234"
 REPLY_TOKENS = 50
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+GRAPHQL_TITLES = "{ conversations(first: %d) { edges { node { id title updatedAt } } } }"
 EMBEDDED_PROMPT = "Write three sentences about the sea."
 EMBEDDED_TOKENS = 64
 
@@ -147,6 +153,8 @@ class Run:
     # -- whole run
     def execute(self) -> None:
         figures = self.args.figures or list(FIGURES)
+        if "peers" in figures:
+            figures = [*figures, *(f for f in ("stream", "sidebar") if f not in figures)]
         procs.raise_fd_limit()
         self.load = procs.Load(self.logdir)
         up_port = procs.free_port()
@@ -157,7 +165,7 @@ class Run:
         upstream.wait_http(f"http://127.0.0.1:{up_port}/health")
         self.upstream = f"http://127.0.0.1:{up_port}/v1"
         try:
-            server_figures = [f for f in figures if f not in ("embedded", "retrieval")]
+            server_figures = [f for f in figures if f not in ("embedded", "retrieval", "peers")]
             if "stream" in figures:
                 self.relay_floors()
             for db in self.args.db:
@@ -167,6 +175,8 @@ class Run:
                 self.embedded()
             if "retrieval" in figures:
                 self.retrieval()
+            if "peers" in figures:
+                peers.figure(self)
         finally:
             for proc in list(self.running):
                 proc.stop()
@@ -221,11 +231,19 @@ class Run:
                     self.add("crud", db, "bare", "list", c, self.measure(
                         {"kind": "http", "concurrency": c, "url": f"{bare_base}/conversations",
                          "headers": {"X-User-Id": reader.user_id}}, bare.pid))
+                if "graphql" in figures:
+                    for c in self.plan.concurrency:
+                        self.add("crud", db, "bare", "titles", c, self.measure(
+                            {"kind": "http", "concurrency": c,
+                             "url": f"{bare_base}/titles?first=50",
+                             "headers": {"X-User-Id": reader.user_id}}, bare.pid))
                 self.stop(bare)
             if "rest" in figures:
                 self.crud(db, "REST", ctx)
             if "graphql" in figures:
                 self.crud(db, "GraphQL", ctx)
+            if "sidebar" in figures:
+                self.sidebar(db, ctx)
             if "stream" in figures:
                 self.streams(db, ctx)
             # Sockets never touch the database once authenticated: measured once, on the first.
@@ -276,6 +294,7 @@ class Run:
                                  {"u": reader.username, "p": PASSWORD}, token=None),
                 "list": graphql("{ conversations(first: 50) { edges { node { id messages "
                                 "{ id } } } } }"),
+                "titles": graphql(GRAPHQL_TITLES % 50),
                 "get": graphql("query($id: ID!) { conversation(id: $id) { id title model "
                                "messages { id content role timestamp } } }",
                                {"id": ctx["conversation"]}),
@@ -330,6 +349,29 @@ class Run:
                 else:
                     result = {"note": "not measured (feature not present at this commit)"}
                 self.add("stream", db, "GraphQL chatStream", f"{spacing}ms", c, result)
+
+    def sidebar(self, db: str, ctx: dict[str, Any]) -> None:
+        """A sidebar's first page: 60 titles of a user's 200 conversations (2 messages each),
+        REST summary view and GraphQL titles; Open WebUI's `?page=1` is the same list."""
+        base, pid = ctx["base"], ctx["pid"]
+        owner = register(base, f"sidebar_{db}")
+        for i in range(SIDEBAR_CONVERSATIONS):
+            call("POST", f"{base}/api/conversations", conversation_body(i, 2), token=owner.token)
+        bearer = {"Authorization": f"Bearer {owner.token}"}
+        query = (f"{{ conversations(first: {SIDEBAR_PAGE}) {{ edges {{ node {{ id title "
+                 "updatedAt createdAt } } } }")
+        faces = {
+            "REST summary": {"kind": "http", "headers": bearer,
+                             "url": f"{base}/api/conversations?view=summary"
+                                    f"&limit={SIDEBAR_PAGE}"},
+            "GraphQL titles": {"kind": "http", "method": "POST", "url": f"{base}/graphql",
+                               "headers": bearer, "body": {"query": query},
+                               "reject": '"errors"'},
+        }
+        for face, spec in faces.items():
+            for c in SIDEBAR_LEVELS:
+                self.add("sidebar", db, face, "titles", c,
+                         self.measure({**spec, "concurrency": c}, pid))
 
     def connections(self, db: str, ctx: dict[str, Any]) -> None:
         assert self.load is not None
@@ -435,17 +477,24 @@ class Run:
 
 
     def retrieval(self) -> None:
-        """recall@5 on the labelled set and latency at 10,000 chunks (bench/retrieval.py)."""
+        """recall@5 on the labelled set and latency at 10,000 chunks (bench/retrieval.py):
+        full-text, and vector and hybrid where the database stores vectors (SQLite with
+        sqlite-vec; PostgreSQL with pgvector: a pgserver of its own, as the system PostgreSQL
+        has no pgvector)."""
         self.say("retrieval: recall@5 on bench/data/retrieval_set.json, latency at 10k chunks")
-        for db in self.args.db:
+        runs = [(db, db) for db in self.args.db]
+        if "postgres" in self.args.db:
+            runs.append(("pgvector", "pgserver"))
+        for db, how in runs:
             if db == "postgres" and not procs.pg_available():
                 self.rows.append({"figure": "retrieval", "db": db, "face": "-", "op": "-",
                                   "concurrency": None, "note": "PostgreSQL not reachable"})
                 continue
             url = procs.pg_create() if db == "postgres" else ""
+            extra = ["--pgserver"] if how == "pgserver" else []
             try:
                 out = subprocess.run(
-                    procs.pinned([procs.PY, "-m", "bench.retrieval", "--url", url],
+                    procs.pinned([procs.PY, "-m", "bench.retrieval", "--url", url, *extra],
                                  procs.SERVER_CORE),
                     cwd=procs.ROOT, capture_output=True, text=True, timeout=900)
             finally:
@@ -455,8 +504,14 @@ class Run:
                 result = json.loads(out.stdout.strip().splitlines()[-1])
             except (IndexError, json.JSONDecodeError):
                 result = {"error": out.stderr[-500:]}
-            self.add("retrieval", db, "full-text", f"{result.get('chunks', '?')} chunks", 1,
-                     result)
+            chunks = f"{result.get('chunks', '?')} chunks"
+            self.add("retrieval", db, "full-text", chunks, 1, result)
+            for mode in ("vector", "hybrid"):
+                if f"{mode}_p50_ms" in result:
+                    self.add("retrieval", db, mode, chunks, 1, {
+                        "p50_ms": result[f"{mode}_p50_ms"], "p99_ms": result[f"{mode}_p99_ms"],
+                        "cpu_ms": result.get(f"{mode}_cpu_ms"), "dims": result.get("dims"),
+                        "vectors": result.get("vectors")})
 
 
 # ---------------------------------------------------------------- machine and entry point
@@ -492,7 +547,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     "Starts real processes (server on CPU 0, load on CPU 1), prints a table and "
                     "writes bench/results/<date>.json and .png.")
     parser.add_argument("figures", nargs="*", metavar="figure",
-                        help=f"any of {', '.join(FIGURES)} (default: all)")
+                        help=f"any of {', '.join(FIGURES)} (default: all), or peers (LiteLLM "
+                             "and Open WebUI beside our stream and sidebar rows; install them "
+                             "first: `python -m bench.peers install`)")
     parser.add_argument("--quick", action="store_true", help="shorter points (a trial run)")
     parser.add_argument("--db", default="sqlite,postgres",
                         help="comma-separated: sqlite, postgres (default: both)")
@@ -510,8 +567,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="say whether the machine was otherwise idle (recorded in the JSON)")
     args = parser.parse_args(argv)
     for figure in args.figures:
-        if figure not in FIGURES:
-            parser.error(f"unknown figure {figure!r} (choose from {', '.join(FIGURES)})")
+        if figure not in FIGURES + OPTIONAL:
+            parser.error(f"unknown figure {figure!r} (choose from "
+                         f"{', '.join(FIGURES + OPTIONAL)})")
     args.db = [d.strip() for d in args.db.split(",") if d.strip()]
     for d in args.db:
         if d not in DBS:
@@ -519,8 +577,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every child is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.time()
     run = Run(args)
     meta = machine()

@@ -9,10 +9,18 @@ from typing import Any
 RATIO_TARGETS: dict[tuple[str, str, str | None], tuple[str, float]] = {
     ("crud", "REST", "list"): ("bare", 0.6),
     ("crud", "GraphQL", "list"): ("bare", 0.45),
+    ("crud", "GraphQL", "titles"): ("bare", 0.7),
     ("stream", "SSE /api/chat", None): ("minimal relay", 0.4),
     ("stream", "WS /ws compat", None): ("minimal relay", 0.4),
     ("stream", "GraphQL chatStream", None): ("minimal relay", 0.4),
 }
+# Other servers measured in the same run (bench/peers.py): their rows carry db "-" and our
+# ratio to them; no target of theirs.
+PEER_FACES = {"stream": ("LiteLLM proxy", "Open WebUI API"), "sidebar": ("Open WebUI",)}
+# Issue 11: every face of ours in the sidebar figure (the first 60 titles of 200) at ≥ 2× Open
+# WebUI's `GET /api/v1/chats/?page=1` at the same concurrency (`make bench-peers`).
+SIDEBAR_VS_OPENWEBUI = 2.0
+OUR_STREAM_FACES = {"SSE /api/chat": "SSE", "WS /ws compat": "WS", "GraphQL chatStream": "GQL"}
 FANOUT_P99_MS = 50.0
 SEARCH_P99_MS = 50.0
 WS_KIB_PER_CONN = 25.0
@@ -51,6 +59,13 @@ def evaluate(rows: list[dict[str, Any]]) -> None:
                 "rps") is not None else None
             _verdict(row, f"≥{need}× {floor_face}", None if ratio is None else ratio >= need,
                      ratio)
+        elif figure == "sidebar" and face not in PEER_FACES["sidebar"]:
+            peer = _find(rows, figure="sidebar", face=PEER_FACES["sidebar"][0],
+                         concurrency=row["concurrency"])
+            ratio = (row["rps"] / peer["rps"]) if peer and peer.get("rps") and row.get(
+                "rps") is not None else None
+            _verdict(row, f"≥{SIDEBAR_VS_OPENWEBUI:g}× Open WebUI ?page=1",
+                     None if ratio is None else ratio >= SIDEBAR_VS_OPENWEBUI, ratio)
         elif figure == "fanout" and row.get("p99_ms") is not None:
             _verdict(row, f"p99 ≤ {FANOUT_P99_MS:.0f} ms",
                      row["p99_ms"] <= FANOUT_P99_MS and not row.get("missed"), None)
@@ -73,6 +88,28 @@ def evaluate(rows: list[dict[str, Any]]) -> None:
                 "tokens_per_s") and row.get("tokens_per_s") else None
             _verdict(row, f"≥{EMBEDDED_RATIO}× direct tok/s",
                      None if ratio is None else ratio >= EMBEDDED_RATIO, ratio)
+    _versus_peers(rows)
+
+
+def _versus_peers(rows: list[dict[str, Any]]) -> None:
+    """On each peer's streaming row: our replies/s over its, per face and database
+    (`vs_ours`, shown in the notes); the ratio column holds our SSE /api/chat on the first
+    database measured."""
+    for row in rows:
+        if row["figure"] != "stream" or row["face"] not in PEER_FACES["stream"] \
+                or not row.get("rps"):
+            continue
+        ours = {}
+        for mine in rows:
+            if (mine["figure"], mine["op"], mine.get("concurrency")) == (
+                    "stream", row["op"], row["concurrency"]) and mine["face"] in \
+                    OUR_STREAM_FACES and mine.get("rps") is not None:
+                ours[f"{OUR_STREAM_FACES[mine['face']]} {mine['db']}"] = round(
+                    mine["rps"] / row["rps"], 2)
+        if ours:
+            row["vs_ours"] = ours
+            sse = next((v for k, v in ours.items() if k.startswith("SSE ")), None)
+            _verdict(row, "our SSE ÷ this", None, sse)
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -108,6 +145,8 @@ def _other(row: dict[str, Any]) -> str:
         bits.append(f"CPU0 {row['server_core_pct']:.0f}% CPU1 {row['load_core_pct']:.0f}%")
     if row.get("late") and (not row.get("n") or row["late_max_ms"] > 2 * (row.get("p99_ms") or 0)):
         bits.append(f"{row['late']} ops ended after the window (max {row['late_max_ms']} ms)")
+    if row.get("vs_ours"):
+        bits.append("ours ÷ this: " + ", ".join(f"{k} {v}×" for k, v in row["vs_ours"].items()))
     if row.get("errors"):
         sample = (row.get("error_samples") or [""])[0]
         bits.append(f"**{row['errors']} errors** ({sample[:80]})")
@@ -210,7 +249,7 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
         (axes[1][1], "5ms", "ttft_p99_ms", "time to first token p99 (5 ms spacing)"),
     ):
         for face in ("upstream (direct)", "minimal relay", "SSE /api/chat", "WS /ws compat",
-                     "GraphQL chatStream"):
+                     "GraphQL chatStream", *PEER_FACES["stream"]):
             for db in sorted({r["db"] for r in stream}):
                 pts = sorted((r["concurrency"], r[key]) for r in stream
                              if r["face"] == face and r["op"] == spacing and r["db"] == db

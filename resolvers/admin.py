@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Invite, RefreshToken, User
 from resolvers import audit, auth, roles
+from resolvers.kit import usercache
 from resolvers.kit.broker import Broker
 from resolvers.kit.clock import now_ms
 from resolvers.kit.errors import BadInput, Conflict, NotFound, ValidationFailed
@@ -117,6 +118,7 @@ async def update_user(session: AsyncSession, actor: User, *, user_id: str,
     audit.record(session, audit.ADMIN_USER_UPDATED, actor_id=actor.id, target_id=user.id,
                  ip=address, detail={"changes": changed})
     await session.commit()
+    await usercache.changed(user.id)  # role, active, models: the next request sees them
     await session.refresh(user)
     if deactivating and broker is not None:
         await auth.publish_revocation(broker, user.id, "deactivated")
@@ -151,5 +153,6 @@ async def promote(session: AsyncSession, *, username: str) -> User:
         audit.record(session, audit.ADMIN_PROMOTED, target_id=user.id,
                      detail={"username": user.username, "via": "command line"})
         await session.commit()
+        await usercache.changed(user.id)  # a server in this process (none from the CLI)
         await session.refresh(user)
     return user

@@ -28,6 +28,7 @@ from resolvers.kit.errors import (
 )
 from resolvers.kit.ratelimit import RateLimiter, enforce
 from resolvers.kit.security import Security
+from resolvers.kit.usercache import UserCache, changed
 
 if TYPE_CHECKING:
     from resolvers.kit.broker import Broker
@@ -286,16 +287,29 @@ async def login(
     return await _issue(session, security, user)
 
 
-async def authenticate(session: AsyncSession, security: Security, token: str | None) -> User:
-    """The user an access token belongs to; raises Unauthenticated or UserGone."""
+async def authenticate(session: AsyncSession, security: Security, token: str | None, *,
+                       cache: UserCache | None = None) -> User:
+    """The user an access token belongs to; raises Unauthenticated or UserGone.
+
+    With `cache`, the user row is read from the database only when this process does not
+    hold it (resolvers/kit/usercache.py: every change to a user drops it at once, on every
+    worker); the generation and active checks run on every request either way."""
     if not token:
         raise Unauthenticated("Not authenticated")
     if not validation.is_text(token):
         raise Unauthenticated("Invalid token")
     claims = security.decode_access_token(token)
-    user = await session.get(User, claims.user_id)
+    user: User | None = cache.get(claims.user_id) if cache is not None else None
     if user is None:
-        raise UserGone()
+        epoch = cache.epoch if cache is not None else 0
+        user = await session.get(User, claims.user_id)
+        if user is None:
+            raise UserGone()
+        if cache is not None:
+            # Out of the session first: its rollback (an error later in this request) would
+            # expire the shared object's attributes, and a detached one cannot reload them.
+            session.expunge(user)
+            cache.put(user.id, user, epoch=epoch)
     if claims.generation != user.token_generation:
         raise Unauthenticated("Token has been revoked")
     if not user.active:
@@ -383,6 +397,8 @@ async def logout(
     audit.record(session, audit.LOGOUT, actor_id=actor.id, target_id=actor.id,
                  detail={"everywhere": everywhere})
     await session.commit()
+    if everywhere:
+        await changed(actor.id)  # the token check must see the new generation at once
     if everywhere and broker is not None:
         generation = (
             await session.exec(select(User.token_generation).where(col(User.id) == actor.id))
@@ -412,6 +428,7 @@ async def delete_account(
     audit.record(session, audit.ACCOUNT_DELETED, actor_id=actor.id, target_id=actor.id,
                  detail={"username": actor.username})
     await session.commit()
+    await changed(actor.id)
     if broker is not None:
         await publish_revocation(broker, actor.id, "deleted")
 

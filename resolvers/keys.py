@@ -32,6 +32,7 @@ from resolvers.kit.errors import Forbidden, NotFound, Unauthenticated, Validatio
 if TYPE_CHECKING:
     from resolvers.kit.broker import Broker
     from resolvers.kit.security import Security
+    from resolvers.kit.usercache import UserCache
 
 Scope = Literal["chat", "read", "write", "account"]
 KEY_SCOPES: tuple[Scope, ...] = ("chat", "read", "write")  # what a key may hold
@@ -185,7 +186,7 @@ class Caller:
 
 
 async def authenticate(session: AsyncSession, security: Security, token: str | None, *,
-                       scopes: Iterable[Scope]) -> Caller:
+                       scopes: Iterable[Scope], cache: UserCache | None = None) -> Caller:
     """The caller behind a Bearer token — an access token or an API key — allowed to do
     something that needs one of `scopes`. Unauthenticated for a bad, revoked or expired
     token or key; Forbidden (403) for a key without the scope (always, for ACCOUNT)."""
@@ -197,4 +198,4 @@ async def authenticate(session: AsyncSession, security: Security, token: str | N
         if user is None:
             raise auth.UserGone()
         return Caller(user=user, key=row)
-    return Caller(user=await auth.authenticate(session, security, token))
+    return Caller(user=await auth.authenticate(session, security, token, cache=cache))

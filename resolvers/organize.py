@@ -6,19 +6,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
-from sqlalchemy import and_, delete, exists, func, insert, or_
+from sqlalchemy import Table, and_, delete, exists, func, insert, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Conversation, ConversationTag, User
 from resolvers import conversations, validation
+from resolvers.conversations import ConversationView
 from resolvers.kit.clock import now_ms
 from resolvers.kit.errors import ValidationFailed
 
 TAG_MAX_CHARS = 64
 TAGS_MAX = 20
 PAGE_MAX = conversations.PAGE_MAX
+_CONVERSATIONS = cast(Table, Conversation.__table__)  # type: ignore[attr-defined]
 
 
 class _Unset:
@@ -55,7 +59,7 @@ class Filters:
 class Organized:
     """A conversation row with its tags (no messages)."""
 
-    conversation: Conversation
+    conversation: ConversationView
     tags: list[str] = field(default_factory=list)
 
 
@@ -161,19 +165,30 @@ def _filtered(query: object, actor: User, filters: Filters) -> object:
     return query.where(*conditions)  # type: ignore[attr-defined]
 
 
+async def count(session: AsyncSession, actor: User, *, filters: Filters = Filters()) -> int:
+    """How many of the caller's conversations match `filters`."""
+    counted = _filtered(select(func.count()).select_from(Conversation), actor, filters)
+    return int((await session.exec(counted)).one())  # type: ignore[call-overload]
+
+
 async def page(
     session: AsyncSession, actor: User, *, filters: Filters = Filters(),
     first: int | None = 50, after: str | None = None, with_total: bool = True,
-    names: tuple[str, str] = ("first", "after"),
+    names: tuple[str, str] = ("first", "after"), with_tags: bool = True,
 ) -> OrganizedPage:
     """The caller's conversations matching `filters`, newest `updatedAt` first, keyset-paged
     (`first=None`: all of them). Reads conversation rows and tags only. `names` are the
-    face's names for `first` and `after` (REST: limit, cursor), for error messages."""
+    face's names for `first` and `after` (REST: limit, cursor), for error messages.
+    `with_total=False`: `total_count` is only this page's size (see `count`);
+    `with_tags=False`: no tags are read (every item's `tags` is empty; GraphQL loads them
+    per field, only when asked)."""
     if first is not None and not 0 <= first <= PAGE_MAX:
         raise ValidationFailed(f"{names[0]} must be between 0 and {PAGE_MAX}", field=names[0])
     if filters.tag is not None and len(filters.tag) > TAG_MAX_CHARS:
         raise ValidationFailed(f"A tag has at most {TAG_MAX_CHARS} characters", field="tag")
-    query = _filtered(select(Conversation), actor, filters)
+    # Plain rows of the table's columns (same attribute names as the model): a list only
+    # reads them, and ORM instances cost more than the query (bench/, issue 11).
+    query = _filtered(sa_select(*_CONVERSATIONS.columns), actor, filters)
     if after:
         try:
             updated_at, pk = conversations._decode_cursor(after)
@@ -186,13 +201,13 @@ async def page(
         col(Conversation.updated_at).desc(), col(Conversation.pk).desc())
     if first is not None:
         query = query.limit(first + 1)
-    rows: list[Conversation] = list((await session.exec(query)).all())
+    connection = await session.connection()
+    rows = cast(list[ConversationView], (await connection.execute(query)).all())
     items = rows if first is None else rows[:first]
     total = len(rows)
     if with_total and (first is not None or after):
-        counted = _filtered(select(func.count()).select_from(Conversation), actor, filters)
-        total = int((await session.exec(counted)).one())  # type: ignore[call-overload]
-    tags = await tags_for(session, [row.pk for row in items])
+        total = await count(session, actor, filters=filters)
+    tags = await tags_for(session, [row.pk for row in items]) if with_tags else {}
     return OrganizedPage(
         items=[Organized(row, tags.get(row.pk, [])) for row in items],
         has_next_page=first is not None and len(rows) > first,

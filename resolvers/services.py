@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from resolvers.chat import Chat
     from resolvers.files import Files
     from resolvers.kit.broker import Broker
+    from resolvers.kit.usercache import UserCache
     from resolvers.sso import SignOn
 
 
@@ -33,3 +34,5 @@ class Services:
     sign_on: SignOn | None = None
     # Uploads and their extraction (issue 16); assembly.py builds it.
     files: Files | None = None
+    # Signed-in users for the access-token check (issue 11); assembly.py builds and starts it.
+    users: UserCache | None = None

@@ -28,6 +28,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import RecoveryCode, User
 from resolvers import audit, auth, validation
+from resolvers.kit import usercache
 from resolvers.kit.clock import now_ms
 from resolvers.kit.errors import BadInput, Conflict, InvalidCredentials, Unauthenticated
 from resolvers.kit.ratelimit import RateLimiter, enforce
@@ -113,7 +114,11 @@ def _qr_svg(uri: str) -> str:
 async def setup(session: AsyncSession, security: Security, actor: User) -> Setup:
     """Start enrolling: a new secret replaces any earlier unconfirmed one. 2FA is not on
     until `enable` gets a correct code. Conflict when 2FA is already on."""
-    if actor.totp_enabled:
+    # The row, not the caller's object: that may come from the token check's cache.
+    fresh = await session.get(User, actor.id)
+    if fresh is None:
+        raise auth.UserGone()
+    if fresh.totp_enabled:
         raise Conflict("Two-factor authentication is already enabled; disable it first")
     secret = pyotp.random_base32()
     await session.exec(update(User).where(col(User.id) == actor.id)
@@ -148,6 +153,7 @@ async def enable(session: AsyncSession, security: Security, actor: User, *, code
     await session.exec(update(User).where(col(User.id) == user.id).values(totp_enabled=True))
     audit.record(session, audit.TWOFA_ENABLED, actor_id=user.id, target_id=user.id, ip=address)
     await session.commit()
+    await usercache.changed(user.id)
     if limiter is not None:
         await limiter.reset(f"auth:2fa:{user.id}")
     return codes
@@ -225,10 +231,12 @@ async def disable(session: AsyncSession, security: Security, actor: User, *, pas
     audit.record(session, audit.TWOFA_DISABLED, actor_id=user.id, target_id=user.id,
                  ip=address)
     await session.commit()
+    await usercache.changed(user.id)
 
 
 async def status(session: AsyncSession, actor: User) -> tuple[bool, int]:
     """Whether 2FA is on, and how many recovery codes are left."""
     left = len((await session.exec(select(RecoveryCode.id).where(
         RecoveryCode.user_id == actor.id, col(RecoveryCode.used_at).is_(None)))).all())
-    return actor.totp_enabled, left
+    enabled = (await session.exec(select(User.totp_enabled).where(User.id == actor.id))).first()
+    return bool(enabled), left

@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext
 from schema.branches import BranchMutation, BranchSubscription
 from schema.chat import ChatMutation, ChatQuery
 from schema.errors import ErrorCodes
+from schema.execution import FastLeaves
 from schema.files import FilesMutation, FilesQuery
 from schema.identity import IdentityMutation, IdentityQuery
 from schema.keys import KeysMutation, KeysQuery
@@ -54,6 +55,7 @@ Subscription = merge_types("Subscription", (CoreSubscription, TitleSubscription,
 def build_schema(limits: Limits | None = None, **kwargs: Any) -> Schema:
     """The schema with its protection (depth, aliases, tokens, size, introspection, caches,
     metrics): `limits` from settings (server.py), else the defaults."""
+    kwargs.setdefault("execution_context_class", FastLeaves)  # plain leaves in one loop
     return Schema(query=Query, mutation=Mutation, subscription=Subscription,
                   extensions=[*protection(limits or Limits()), ErrorCodes, StreamErrorCodes],
                   config=StrawberryConfig(scalar_map=SCALAR_MAP), **kwargs)

@@ -81,8 +81,8 @@ class Context(BaseContext):
             if self._user is None:
                 async with self.session() as session:
                     caller = await keys.authenticate(
-                        session, self.services.security, self.token(), scopes=keys.KEY_SCOPES
-                    )
+                        session, self.services.security, self.token(), scopes=keys.KEY_SCOPES,
+                        cache=self.services.users)
                 self._user, self._key = caller.user, caller.key
         keys.require(self._key, scopes or ("write",))
         return keys.Caller(user=self._user, key=self._key)

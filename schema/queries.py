@@ -47,20 +47,29 @@ class Query:
         archived: bool | None = None, pinned: bool | None = None, tag: str | None = None,
     ) -> ConversationConnection:
         context = ctx(info)
+        actor = await context.actor("read")
+        filters = organize.Filters(archived=archived, pinned=pinned, tag=tag)
+        # Tags and the total are read only when the selection asks for them (a sidebar of
+        # titles reads one query): `tags` through its DataLoader, `totalCount` below.
         async with context.session() as session:
-            page = await organize.page(
-                session, await context.actor("read"), first=first, after=after,
-                filters=organize.Filters(archived=archived, pinned=pinned, tag=tag),
-            )
+            page = await organize.page(session, actor, first=first, after=after,
+                                       filters=filters, with_total=False, with_tags=False)
         edges = [
             ConversationEdge(cursor=conversations.cursor_of(item.conversation),
-                             node=Conversation.from_model(item.conversation, tags=item.tags))
+                             node=Conversation.from_model(item.conversation))
             for item in page.items
         ]
+
+        async def total() -> int:
+            if first is None and not after:
+                return page.total_count  # every conversation is on the page
+            async with context.session() as session:
+                return await organize.count(session, actor, filters=filters)
+
         return ConversationConnection(
             edges=edges,
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
-            total_count=page.total_count,
+            _total=total,
         )
 
     @strawberry.field(description="One of your conversations; null when absent or not yours.")

@@ -3,14 +3,15 @@ so a column such as users.password_hash can never leak)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
 
 import strawberry
 
-from models import Conversation as ConversationRow
 from models import User as UserRow
 from resolvers.auth import TokenPair
+from resolvers.conversations import ConversationView as ConversationRow
 from resolvers.conversations import MessageView
 from resolvers.kit.clock import as_utc
 from resolvers.stats import Stats as StatsData
@@ -43,6 +44,9 @@ class Role(Enum):
     user = "user"
     assistant = "assistant"
     system = "system"
+
+
+_ROLES = {role.value: role for role in Role}
 
 
 @strawberry.type
@@ -86,12 +90,16 @@ class Message:
     @classmethod
     def from_model(cls, row: MessageView,
                    tree: dict[int, MessageView] | None = None) -> Message:
-        return cls(id=strawberry.ID(row.id), content=row.content, role=Role(row.role),
-                   timestamp=Timestamp(row.timestamp), tokens=row.tokens, model=row.model,
-                   status=row.status,
-                   parent_id=strawberry.ID(row.parent_id) if row.parent_id else None,
-                   sibling_ids=[strawberry.ID(i) for i in row.sibling_ids],
-                   active=row.active, citations=citations_of(row.citations),
+        # Built a thousand times for one chat list: ID and Timestamp are str and int at run
+        # time (NewTypes), so the values go in as they are.
+        return cls(id=row.id, content=row.content,  # type: ignore[arg-type]
+                   role=_ROLES.get(row.role) or Role(row.role),
+                   timestamp=row.timestamp,  # type: ignore[arg-type]
+                   tokens=row.tokens, model=row.model, status=row.status,
+                   parent_id=row.parent_id or None,  # type: ignore[arg-type]
+                   sibling_ids=list(row.sibling_ids),  # type: ignore[arg-type]
+                   active=row.active,
+                   citations=citations_of(row.citations) if row.citations else [],
                    _tree=tree, _row=row)
 
 
@@ -158,7 +166,12 @@ class PageInfo:
 class ConversationConnection:
     edges: list[ConversationEdge]
     page_info: PageInfo
-    total_count: int
+    _total: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field
+    async def total_count(self) -> int:
+        # Counted only when asked (a query of its own).
+        return await self._total()
 
     @strawberry.field
     def nodes(self) -> list[Conversation]:

@@ -11,18 +11,21 @@ import contextlib
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import httpx
 import pytest
 import uvicorn
 from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from resolvers.assembly import running_services
@@ -37,7 +40,7 @@ TABLES = ["token_usage", "refresh_tokens", "messages", "conversations", "audit_l
           "oauth_logins", "oauth_identities", "recovery_codes", "users"]
 
 
-def _unreachable(kind: str, error: BaseException) -> None:
+def _unreachable(kind: str, error: BaseException) -> NoReturn:
     message = f"{kind} is not reachable ({error})"
     if IN_CI:
         pytest.fail(f"{message}; CI must run the {kind} suites (.ci/run starts it)")
@@ -45,13 +48,15 @@ def _unreachable(kind: str, error: BaseException) -> None:
 
 
 @contextlib.contextmanager
-def scratch_postgres(prefix: str = "chatstudio_test") -> Iterator[str]:
+def scratch_postgres(prefix: str = "chatstudio_test", *,
+                     admin_url: str = POSTGRES_URL) -> Iterator[str]:
     """An empty PostgreSQL database of its own (its async URL), dropped afterwards; fails in CI
-    and skips elsewhere when PostgreSQL is not reachable."""
+    and skips elsewhere when PostgreSQL is not reachable. `admin_url`: another server (e.g.
+    `pgvector_server`'s)."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        conn = await asyncpg.connect(admin_url, timeout=5)
         try:
             await conn.execute(sql)
         finally:
@@ -61,11 +66,33 @@ def scratch_postgres(prefix: str = "chatstudio_test") -> Iterator[str]:
         asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         _unreachable("PostgreSQL", exc)
-    base, _, _ = POSTGRES_URL.rpartition("/")
+    url = make_url(admin_url).set(drivername="postgresql+asyncpg", database=name)
     try:
-        yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield url.render_as_string(hide_password=False)
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def pgvector_server() -> Iterator[str]:
+    """A PostgreSQL 16 with the pgvector extension, of this test session only: PyPI's
+    `pgserver` (a dev dependency; Debian bookworm has no pgvector for its PostgreSQL 15) in a
+    temporary directory, reached by a Unix socket there (no port to collide with). Its admin
+    URL; stopped and deleted at the end. As root, pgserver runs it as a system user of its
+    own (`pgserver`, created with useradd)."""
+    directory = tempfile.mkdtemp(prefix="pgvector-")
+    with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set" (a daemon)
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        try:
+            import pgserver
+
+            server = pgserver.get_server(directory, cleanup_mode="delete")
+        except Exception as exc:
+            _unreachable("pgserver (PostgreSQL with pgvector)", exc)
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture(scope="session")

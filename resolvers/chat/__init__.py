@@ -63,6 +63,7 @@ from resolvers.chat.params import (
     validated,
 )
 from resolvers.files import retrieval
+from resolvers.files.remote import RemoteImages, filename_of
 from resolvers.kit import metrics
 from resolvers.kit.broker import DEFAULT_LEASE_SECONDS, Broker, ReplyExists
 from resolvers.kit.clock import now_ms
@@ -321,11 +322,16 @@ class Chat:
     retrieval_chars: int = 12_000
     # Where images of messages are kept (and uploaded ones read); built by assembly.py.
     uploads: files.Files | None = None
+    # Fetches remote image URLs through the outbound guard; built by assembly.py (None:
+    # remote URLs are refused).
+    remote_images: RemoteImages | None = None
 
     async def _images(self, actor: User, parts: tuple[ImageInput, ...]) -> tuple[Image, ...]:
-        """The images of a message, checked: a `data:` URL is decoded, sniffed (its declared
-        type is not trusted), bounded and kept as one of the caller's files; a file part must
-        be the caller's image. Remote URLs are refused (they would need the outbound guard)."""
+        """The images of a message, checked: a `data:` URL is decoded, an `http(s)` URL
+        fetched through the outbound guard (resolvers/files/remote.py: size, time and type
+        bounded), each sniffed (a declared type is not trusted), bounded and kept as one of
+        the caller's files; a file part must be the caller's image. Any failure is a 400
+        before anything is reserved or generated."""
         images: list[Image] = []
         for part in parts:
             if part.file_id is not None:
@@ -339,15 +345,20 @@ class Chat:
                                     data=base64.b64encode(data).decode()))
                 continue
             url = part.url or ""
-            if url.startswith(("http://", "https://")):
-                raise BadInput("Remote image URLs are not fetched: send the image as a data: "
-                               "URL, or upload it (POST /api/files) and send a file part",
-                               field="content")
-            data = _data_url(url)
+            filename: str | None = None
+            if url.lower().startswith(("http://", "https://")):
+                if self.remote_images is None:
+                    raise BadInput("Remote image URLs are not fetched here: send the image as "
+                                   "a data: URL, or upload it (POST /api/files) and send a "
+                                   "file part", field="content")
+                data = await self.remote_images.fetch(url)
+                filename = filename_of(url)
+            else:
+                data = _data_url(url)
             if self.uploads is not None:
                 try:
-                    row = await self.uploads.upload(actor, filename=None, data=_once(data),
-                                                    kinds=("image",))
+                    row = await self.uploads.upload(actor, filename=filename,
+                                                    data=_once(data), kinds=("image",))
                 except files.UnsupportedType as exc:
                     raise BadInput("The image is not a PNG, JPEG, GIF or WEBP",
                                    field="content") from exc
@@ -359,11 +370,18 @@ class Chat:
                        ) -> list[retrieval.Passage]:
         """The passages of the request's `files` for its newest message, within the model's
         context. Another user's file id is a NotFound, and nothing is read from it."""
+        question = params.messages[-1].content
         async with self.db.session() as session:
             rows = await files.owned(session, actor, list(params.files))
             files.require_ready(rows)
+        # The question's vector, between sessions (a slow embeddings service holds no
+        # connection); None when vectors are off or it failed: full-text alone.
+        vectors = self.uploads.vectors if self.uploads is not None else None
+        query_vector = await vectors.of_question(question) if vectors is not None else None
+        async with self.db.session() as session:
             passages = await retrieval.search(session, actor, file_ids=[r.id for r in rows],
-                                              question=params.messages[-1].content)
+                                              question=question, vectors=vectors,
+                                              query_vector=query_vector)
         budget = self.retrieval_chars
         info = next((m for m in await self.models() if m.id == model), None)
         if info is not None and info.context_length:
@@ -770,10 +788,14 @@ class Chat:
         request_id = str(info.meta.get("request_id") or key.rpartition("/")[2])
         model = str(info.meta.get("model") or "")
         parts: list[str] = []
+        citations: list[dict[str, Any]] | None = None  # the sources, when it was given files
         if info.last_seq:
             async for seq, data in self.broker.reply_events(key):
                 if data.get("type") == ChatChunk.type:
                     parts.append(str(data.get("content", "")))
+                elif data.get("type") == ChatCitations.type:
+                    sources = data.get("sources")
+                    citations = list(sources) if isinstance(sources, list) else None
                 if seq >= info.last_seq:
                     break
         conversation_id = info.meta.get("conversation_id")
@@ -786,7 +808,7 @@ class Chat:
                     owner, ChatParams(messages=[], conversation_id=conversation_id),
                     content="".join(parts), model=model, status=INTERRUPTED,
                     prompt_tokens=0, completion_tokens=len(parts), request_id=request_id,
-                    bill=None)
+                    bill=None, citations=citations)
         terminal = dataclasses.replace(interrupted_event(request_id), message_id=message_id)
         await self.broker.reply_append(key, terminal.to_log(), terminal=True)
         metrics.CHAT_INTERRUPTED.labels(model=model, cause="worker_lost").inc()  # metrics
@@ -981,4 +1003,6 @@ class Chat:
             await self.titles.aclose()
         if self.tools is not None:
             await self.tools.aclose()
+        if self.remote_images is not None:
+            await self.remote_images.aclose()
         await self.registry.aclose()

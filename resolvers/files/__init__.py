@@ -5,11 +5,14 @@
                 extraction in the background
     find/get    the caller's file, or None / NotFound — another user's file is a missing one
     listing     the caller's files, newest first
-    remove      the row, its chunks (and their index rows) and the bytes on disk
+    remove      the row, its chunks (and their index rows and vectors) and the bytes on disk
 
 Extraction is a task of the server, not of the request: a client that hangs up does not stop
 it, and files a crashed process left in `processing` are picked up again at start
 (`Files.resume`). Status: processing → ready | error, where `error` is a sentence for the user.
+With EMBEDDING_MODEL set, the passages' vectors are made in the same task before the file is
+`ready` (resolvers/files/vectors.py); when the embeddings service fails the file is `ready`
+all the same, searched by full-text until its vectors are filled in.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import FileChunk, StoredFile, User
 from resolvers.files import extract
+from resolvers.files.vectors import Vectors
 from resolvers.kit import metrics, textsearch
 from resolvers.kit.clock import now_ms
 from resolvers.kit.db import Database
@@ -91,6 +95,7 @@ class Files:
     db: Database
     directory: Path
     max_bytes: int
+    vectors: Vectors | None = None  # EMBEDDING_MODEL set (and a store for them: `available`)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def path_of(self, row: StoredFile) -> Path:
@@ -155,6 +160,7 @@ class Files:
 
     async def remove(self, session: AsyncSession, actor: User, *, file_id: str) -> None:
         row = await get(session, actor, file_id=file_id)
+        # Their vectors go with the passages (foreign key ON DELETE CASCADE, alembic 0017).
         await session.exec(delete(FileChunk).where(col(FileChunk.file_id) == row.id))
         await session.delete(row)
         await session.commit()
@@ -224,15 +230,22 @@ class Files:
         except Exception:
             log.exception("extracting %s failed", file_id)
             error = "The file could not be read"
+        embedded = None
+        if error is None and self.vectors is not None:
+            embedded = await self.vectors.of_passages(file_id, pieces)
         async with self.db.session() as session:
             row = await session.get(StoredFile, file_id)
             if row is None:  # deleted meanwhile
                 return
             if error is None:
-                session.add_all(FileChunk(file_id=file_id, user_id=user_id, ordinal=i,
-                                          text=piece,
-                                          search_text=textsearch.index_text(piece) or "")
-                                for i, piece in enumerate(pieces))
+                chunks = [FileChunk(file_id=file_id, user_id=user_id, ordinal=i, text=piece,
+                                    search_text=textsearch.index_text(piece) or "")
+                          for i, piece in enumerate(pieces)]
+                session.add_all(chunks)
+                if embedded is not None and self.vectors is not None:
+                    await session.flush()  # the passages' keys, which their vectors name
+                    await self.vectors.store(session, [(c.pk, v) for c, v in zip(
+                        chunks, embedded, strict=True) if c.pk is not None])
                 row.status, row.chunks = READY, len(pieces)
             else:
                 metrics.FILE_EXTRACTION_FAILURES.labels(kind=kind).inc()  # metrics

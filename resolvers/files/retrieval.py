@@ -5,24 +5,40 @@ the question is cut into words like the indexed text (resolvers/kit/textsearch: 
 are words of their own, so a CJK question matches as pairs of adjacent characters), and any
 word may match — ranked by BM25 (FTS5) or ts_rank_cd (PostgreSQL), best first.
 
+With vectors (EMBEDDING_MODEL, resolvers/files/vectors.py) the question's vector also finds
+the passages nearest to it, and the two lists are merged by reciprocal rank fusion: a
+passage's score is the sum over the lists it is in of 1 / (RRF_K + its rank there), rank 1
+first. RRF needs no common scale between BM25 / ts_rank_cd and cosine distance (they have
+none); k = 60 is the value of Cormack, Clarke and Büttcher (SIGIR 2009), which damps the
+difference between the first few ranks so a passage both lists like beats one only a single
+list puts first. Each list contributes its best CANDIDATES.
+
 Owner scoping is in the query (`user_id` and the file ids the caller named, which
-resolvers/files.owned has checked), so a passage of another user's file is never read.
+resolvers/files.owned has checked), so a passage of another user's file is never read — by
+full-text or by vector.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import User
+from resolvers.files.vectors import Vectors
 from resolvers.kit import metrics, textsearch
+
+log = logging.getLogger("chat_studio.files")
 
 TERMS_MAX = 48
 TOP_K = 8
+RRF_K = 60
+CANDIDATES = 20  # from each list, before fusion
 PREFIX_MIN = 4  # words this long also match as prefixes
 SNIPPET_CHARS = 240
 
@@ -93,13 +109,58 @@ ORDER BY score DESC, c.file_id, c.ordinal LIMIT :limit
 
 
 async def search(session: AsyncSession, actor: User, *, file_ids: Sequence[str],
-                 question: str, limit: int = TOP_K) -> list[Passage]:
+                 question: str, limit: int = TOP_K, vectors: Vectors | None = None,
+                 query_vector: Sequence[float] | None = None) -> list[Passage]:
     """The best passages of `file_ids` (the caller's, checked by the caller) for
-    `question`; none when it has no words."""
-    terms = query_terms(question)
-    if not terms or not file_ids:
+    `question`: full-text, fused with the passages nearest to `query_vector` when there is
+    one (see the module docstring); none when the question has no words and no vector."""
+    if not file_ids:
         return []
+    vectored = vectors is not None and vectors.available and query_vector is not None
     started = time.perf_counter()
+    words = await _fulltext(session, actor, file_ids=file_ids, question=question,
+                            limit=max(limit, CANDIDATES) if vectored else limit)
+    if not vectored:
+        metrics.RETRIEVAL_LATENCY.labels(mode="fulltext").observe(  # metrics
+            time.perf_counter() - started)
+        return words[:limit]
+    assert vectors is not None and query_vector is not None
+    try:
+        near = await vectors.nearest(session, actor, file_ids=file_ids, query=query_vector,
+                                     limit=max(limit, CANDIDATES))
+    except DBAPIError as exc:  # e.g. vectors of another size under the same model name
+        await session.rollback()
+        metrics.EMBEDDING_FAILURES.labels(stage="query").inc()  # metrics
+        log.warning("vector retrieval failed (%s): full-text only for this request",
+                    str(exc.orig or exc).splitlines()[0])
+        return words[:limit]
+    nearest = [Passage(n.file_id, n.filename, n.ordinal, n.text, round(1 - n.distance, 4))
+               for n in near]
+    fused = fuse(words, nearest, limit=limit)
+    metrics.RETRIEVAL_LATENCY.labels(mode="hybrid" if words else "vector").observe(  # metrics
+        time.perf_counter() - started)
+    return fused
+
+
+def fuse(*ranked: Sequence[Passage], limit: int = TOP_K) -> list[Passage]:
+    """Reciprocal rank fusion of ranked lists (best first); `score` becomes the fused one."""
+    scores: dict[tuple[str, int], float] = {}
+    first: dict[tuple[str, int], Passage] = {}
+    for passages in ranked:
+        for rank, passage in enumerate(passages, start=1):
+            key = (passage.file_id, passage.ordinal)
+            scores[key] = scores.get(key, 0.0) + 1.0 / (RRF_K + rank)
+            first.setdefault(key, passage)
+    order = sorted(scores, key=lambda key: (-scores[key], key))
+    return [Passage(first[key].file_id, first[key].filename, first[key].ordinal,
+                    first[key].text, round(scores[key], 5)) for key in order[:limit]]
+
+
+async def _fulltext(session: AsyncSession, actor: User, *, file_ids: Sequence[str],
+                    question: str, limit: int) -> list[Passage]:
+    terms = query_terms(question)
+    if not terms:
+        return []
     sqlite = session.bind is not None and session.bind.dialect.name == "sqlite"
     # A longer Latin word also matches as a prefix ("bicycle" finds "bicycles", "park"
     # "parking"): no stemmer is language-neutral, a prefix nearly is.
@@ -116,10 +177,8 @@ async def search(session: AsyncSession, actor: User, *, file_ids: Sequence[str],
     statement = text(sql).bindparams(bindparam("file_ids", expanding=True))
     result = await session.exec(statement, params={  # type: ignore[call-overload]
         "match": match, "user_id": actor.id, "file_ids": list(file_ids), "limit": limit})
-    passages = [Passage(file_id=r[0], filename=r[1], ordinal=r[2], text=r[3],
-                        score=round(float(r[4]), 4)) for r in result.all()]
-    metrics.RETRIEVAL_LATENCY.observe(time.perf_counter() - started)  # metrics
-    return passages
+    return [Passage(file_id=r[0], filename=r[1], ordinal=r[2], text=r[3],
+                    score=round(float(r[4]), 4)) for r in result.all()]
 
 
 def within_budget(passages: Sequence[Passage], budget_chars: int) -> list[Passage]:

@@ -7,7 +7,10 @@ says so. Migrations are Alembic's, applied at start (resolvers/kit/migrate.py).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -65,6 +68,65 @@ def is_outage(exc: BaseException) -> bool:
     return False
 
 
+# sqlite-vec (the vector search of file passages, resolvers/files/vectors.py) is a SQLite
+# extension. CPython built with --enable-loadable-sqlite-extensions (python.org, Debian, the
+# official Docker images) loads it per connection. pyenv's default build omits
+# `enable_load_extension`; there the extension's entry point is registered once with SQLite's
+# own `sqlite3_auto_extension` (the documented way to give every new connection an extension),
+# on the libsqlite3 that the `_sqlite3` module is linked against. Either way it is only tried;
+# resolvers/files/vectors.py asks `vec_version()` before using it.
+_CAN_LOAD_EXTENSIONS = hasattr(sqlite3.Connection, "enable_load_extension")
+_vec_state: dict[str, bool] = {}
+
+
+def _sqlite_vec_path() -> str | None:
+    try:
+        import sqlite_vec
+    except ImportError:
+        return None
+    path: str = sqlite_vec.loadable_path()
+    return path
+
+
+def _register_sqlite_vec_everywhere() -> None:
+    """Once per process, where connections cannot load extensions themselves."""
+    if "auto" in _vec_state:
+        return
+    _vec_state["auto"] = False
+    path = _sqlite_vec_path()
+    if path is None:
+        return
+    library = next((path + suffix for suffix in ("", ".so", ".dylib", ".dll")
+                    if Path(path + suffix).is_file()), None)
+    sqlite_library = ctypes.util.find_library("sqlite3")
+    if library is None or sqlite_library is None:
+        return
+    try:
+        entry = ctypes.CDLL(library).sqlite3_vec_init
+        rc = ctypes.CDLL(sqlite_library).sqlite3_auto_extension(
+            ctypes.cast(entry, ctypes.c_void_p))
+    except (OSError, AttributeError) as exc:
+        log.info("sqlite-vec could not be registered with SQLite: %s", exc)
+        return
+    _vec_state["auto"] = rc == 0
+
+
+def _load_sqlite_vec(dbapi_connection: Any) -> None:
+    path = _sqlite_vec_path()
+    if path is None:
+        return
+    try:  # aiosqlite runs sqlite3 in its own thread: go through the adapter's run_async
+        dbapi_connection.run_async(lambda conn: conn.enable_load_extension(True))
+        try:
+            dbapi_connection.run_async(lambda conn: conn.load_extension(path))
+        finally:
+            dbapi_connection.run_async(lambda conn: conn.enable_load_extension(False))
+    except Exception as exc:  # an extension that does not load leaves full-text retrieval
+        if not _vec_state.get("warned"):
+            _vec_state["warned"] = True
+            log.info("sqlite-vec could not be loaded: %s", exc)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # busy_timeout first: it rides out short write locks, including the one switching to WAL
@@ -77,6 +139,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
     # The search index's triggers compute their text with it (resolvers/kit/textsearch.py).
     register_sqlite_functions(dbapi_connection)
+    if _CAN_LOAD_EXTENSIONS:
+        _load_sqlite_vec(dbapi_connection)
 
 
 class Database:
@@ -93,6 +157,8 @@ class Database:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
+            if not _CAN_LOAD_EXTENSIONS:
+                _register_sqlite_vec_everywhere()
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False, autoflush=False

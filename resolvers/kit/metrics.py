@@ -129,7 +129,17 @@ FILE_UPLOADS = Counter("file_uploads_total",
                        ["outcome"])
 FILE_EXTRACTION_FAILURES = Counter("file_extraction_failures_total",
                                    "Files whose text could not be extracted, by kind.", ["kind"])
+IMAGE_FETCHES = Counter("image_fetches_total",
+                        "Remote image URLs of chat messages fetched through the outbound guard, "
+                        "by outcome (fetched | blocked | unreachable | timeout | too_large | "
+                        "not_image | error).", ["outcome"])
 RETRIEVAL_LATENCY = Histogram("retrieval_seconds",
-                              "Time to retrieve the chunks of a chat request's files.",
+                              "Time to retrieve the chunks of a chat request's files, by mode "
+                              "(fulltext | vector | hybrid; the question's embedding excluded).",
+                              ["mode"],
                               buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                        1.0, 2.5))
+EMBEDDING_FAILURES = Counter("embedding_failures_total",
+                             "Embeddings that failed, by stage (index: a file's passages, filled "
+                             "later; query: a chat question, answered by full-text alone).",
+                             ["stage"])

@@ -40,9 +40,13 @@ ADVISORY_LOCK_KEY = int.from_bytes(b"chatmigr", "big", signed=True)
 # SQLModel cannot describe:
 # FTS5 virtual tables with their shadow tables and key table on SQLite, a generated tsvector
 # column and GIN indexes on PostgreSQL. Autogenerate must neither drop nor re-create them.
-SEARCH_TABLE_PREFIXES = ("message_search", "title_search", "file_chunk_search")
+# The vectors of passages (0017_vectors) are SQL-only too: their column type is the database's
+# (a BLOB for sqlite-vec, pgvector's `vector`), and on PostgreSQL the table exists only with the
+# extension.
+SEARCH_TABLE_PREFIXES = ("message_search", "title_search", "file_chunk_search",
+                         "file_chunk_vectors")
 SEARCH_INDEXES = frozenset({"ix_messages_search", "ix_conversations_search",
-                            "ix_file_chunks_search"})
+                            "ix_file_chunks_search", "ix_file_chunk_vectors_file"})
 SEARCH_COLUMNS = frozenset({"search_vector"})
 
 

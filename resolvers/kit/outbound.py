@@ -8,7 +8,8 @@ it sends — redirects included — and connects to the address it checked, neve
 answer (a name that resolves to a public address once and to 127.0.0.1 the next time gets
 nowhere). The admin allow-lists addresses, networks or host names with `OUTBOUND_ALLOW`.
 
-Today the MCP client's Streamable HTTP connections use it; file and image URLs will.
+The MCP client's Streamable HTTP connections and the remote image URLs of chat messages
+(resolvers/files/remote.py) use it.
 """
 
 from __future__ import annotations

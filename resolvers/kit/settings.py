@@ -134,9 +134,24 @@ class Settings(BaseSettings):
 
     # --- files and retrieval (issue 16) ---
     max_upload_mb: float = Field(25.0, gt=0)  # POST /api/files: larger files get 413
+    # Remote image URLs in messages (fetched through the outbound guard): at most this size
+    # (and never more than MAX_UPLOAD_MB), within this many seconds for the whole fetch.
+    image_fetch_max_mb: float = Field(10.0, gt=0)
+    image_fetch_timeout: float = Field(10.0, gt=0)
     # Characters of a chat request's `files` put into the prompt, at most (less when the
     # model's context is smaller).
     retrieval_context_chars: int = Field(12_000, ge=500)
+    # Vectors (README "Files"): empty EMBEDDING_MODEL = full-text only. An OpenAI-compatible
+    # `POST {EMBEDDING_BASE_URL}/embeddings`; base URL and key default to OPENAI_*'s.
+    embedding_model: str = ""
+    embedding_base_url: str = ""
+    embedding_api_key: str = ""
+    embedding_dimensions: int = Field(0, ge=0, le=16_000)  # 0: the model's own; else sent
+    embedding_batch: int = Field(64, ge=1, le=2048)  # passages per embeddings request
+    embedding_timeout: float = Field(15.0, gt=0)  # seconds per request (connect and read)
+    # Passages left without vectors (the embeddings service was down while a file was
+    # processed, or EMBEDDING_MODEL changed) are filled this often; 0: only at start.
+    embedding_retry_seconds: float = Field(300.0, ge=0)
 
     # --- real-time (WebSocket /ws/{user_id} and GraphQL subscriptions) ---
     ws_auth_timeout_seconds: float = Field(30.0, gt=0)  # unauthenticated /ws sockets: 4401
@@ -154,6 +169,11 @@ class Settings(BaseSettings):
     graphql_max_document_bytes: int = Field(20 * 1024, ge=256)
     graphql_introspection: bool | None = None
     graphiql: bool | None = None
+    # The access-token check keeps signed-in users this long per process (resolvers/kit/
+    # usercache.py). Changes made through the server are seen at once on every worker; a
+    # change made by hand in the database (or `admin promote` without Redis) within this time.
+    # 0: read the user row on every request.
+    user_cache_seconds: float = Field(10.0, ge=0, le=3600)
     # Request bodies (REST and GraphQL over HTTP); larger ones get 413.
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     # Rate limits: in memory for one worker, in Redis (REDIS_URL) for several. 0 disables one.

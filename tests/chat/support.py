@@ -80,6 +80,7 @@ class FakeThread:
             fake.answer_tool_results = False
             fake.split_frames = False
             fake.requests.clear()
+        self.openai.embeddings_fail = None
 
 
 @dataclass

@@ -176,6 +176,39 @@ async def test_graphql_multipart_upload_list_and_delete(user: User) -> None:
     assert gone.status_code == 404
 
 
+GRAPHQL_UPLOAD: dict[str, Any] = {
+    "query": "mutation($f: Upload!) { uploadFile(file: $f) { id filename contentType size "
+             "status } }", "variables": {"f": None}}
+
+
+async def test_a_large_file_uploads_over_graphql_multipart(user: User) -> None:
+    """Beyond the 1 MiB GraphQL body limit, up to MAX_UPLOAD_MB: the same operation as REST
+    (type sniffed, bytes kept as sent). A JSON GraphQL request keeps the 1 MiB limit, and a
+    multipart request's `operations` field is not a way around it."""
+    image = documents.png() + b"\0" * (3 * 1024 * 1024)
+    response = await user.http.post("/graphql", headers=user.headers, data={
+        "operations": json.dumps(GRAPHQL_UPLOAD), "map": json.dumps({"0": ["variables.f"]})},
+        files={"0": ("scan.png", image, "application/octet-stream")})
+    assert response.status_code == 200, response.text
+    uploaded = response.json()["data"]["uploadFile"]
+    assert (uploaded["filename"], uploaded["contentType"], uploaded["size"],
+            uploaded["status"]) == ("scan.png", "image/png", len(image), "ready")
+    content = await user.http.get(f"/api/files/{uploaded['id']}/content", headers=user.headers)
+    assert content.content == image
+    padding = " " * (2 * 1024 * 1024)
+    big_json = await user.http.post("/graphql", headers=user.headers, json={
+        "query": "{ files { id } }" + padding})
+    assert big_json.status_code == 413
+    big_operations = await user.http.post("/graphql", headers=user.headers, data={
+        "operations": json.dumps({**GRAPHQL_UPLOAD, "query": GRAPHQL_UPLOAD["query"] + padding}),
+        "map": json.dumps({"0": ["variables.f"]})},
+        files={"0": ("small.png", documents.png(), "image/png")})
+    assert big_operations.status_code == 400, big_operations.text
+    assert "maximum size" in big_operations.text
+    listed = (await user.http.get("/api/files", headers=user.headers)).json()
+    assert [f["id"] for f in listed] == [uploaded["id"]]
+
+
 @pytest.fixture
 def small_limit_server(tmp_path: Path, fakes: FakeThread) -> Iterator[LiveServer]:
     settings = provider_settings(tmp_path, fakes, "", max_upload_mb=1)
@@ -229,6 +262,51 @@ async def test_a_huge_upload_is_refused_while_it_streams(small_limit_server: Liv
         assert (await asyncio.wait_for(reader.readline(), LIMIT)).startswith(b"HTTP/1.1 413")
     finally:
         writer.close()
+    async with httpx.AsyncClient(base_url=small_limit_server.url, timeout=LIMIT) as http:
+        assert (await http.get("/api/files", headers=owner.headers)).json() == []
+    files_dir = tmp_path / "data" / "files"
+    assert not files_dir.exists() or list(files_dir.iterdir()) == []
+
+
+@pytest.mark.slow
+async def test_a_huge_graphql_upload_is_refused_while_it_streams(
+        small_limit_server: LiveServer, tmp_path: Path) -> None:
+    """The GraphQL multipart request spec, 1 GB offered (chunked, no length): 413 while it is
+    still sending, nothing kept."""
+    async with httpx.AsyncClient(base_url=small_limit_server.url, timeout=LIMIT) as http:
+        owner = await new_user(http)
+    reader, writer = await asyncio.open_connection("127.0.0.1", small_limit_server.port)
+    writer.write(("POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  f"Authorization: {owner.headers['Authorization']}\r\n"
+                  "Content-Type: multipart/form-data; boundary=BOUND\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n").encode())
+
+    def chunk(data: bytes) -> bytes:
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    form = ('--BOUND\r\nContent-Disposition: form-data; name="operations"\r\n\r\n'
+            f'{json.dumps(GRAPHQL_UPLOAD)}\r\n'
+            '--BOUND\r\nContent-Disposition: form-data; name="map"\r\n\r\n'
+            '{"0": ["variables.f"]}\r\n'
+            '--BOUND\r\nContent-Disposition: form-data; name="0"; filename="big.txt"\r\n'
+            'Content-Type: text/plain\r\n\r\n')
+    writer.write(chunk(form.encode()))
+    answer = asyncio.ensure_future(reader.readline())
+    sent, piece = 0, b"a" * (256 * 1024)
+    try:
+        async with asyncio.timeout(LIMIT):
+            while not answer.done() and sent < 1024 ** 3:
+                writer.write(chunk(piece))
+                await writer.drain()
+                sent += len(piece)
+                await asyncio.sleep(0)  # let the answer be read (see the REST test)
+            status_line = await answer
+    except (ConnectionError, OSError):
+        status_line = await asyncio.wait_for(answer, LIMIT)
+    finally:
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 413"), status_line
+    assert sent < 16 * 1024 * 1024
     async with httpx.AsyncClient(base_url=small_limit_server.url, timeout=LIMIT) as http:
         assert (await http.get("/api/files", headers=owner.headers)).json() == []
     files_dir = tmp_path / "data" / "files"

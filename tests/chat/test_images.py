@@ -1,7 +1,8 @@
 """Images in messages, end to end over real HTTP with the provider fakes: content parts on
 REST, /ws, GraphQL and /v1 reach OpenAI, Anthropic and Gemini in each one's own vision format;
 an image is kept as a file of its sender; a model that cannot see is refused (400) before
-anything is generated; what is not an image, a remote URL, or another user's file is refused."""
+anything is generated; what is not an image, a metadata URL, or another user's file is
+refused."""
 
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ async def test_what_cannot_be_shown_is_refused_before_generation(
     assert not_image.status_code == 400 and "not a PNG" in not_image.json()["detail"]
     remote = await sqlite_user.post_chat(messages=[{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/"}}]}])
-    assert remote.status_code == 400 and "Remote image URLs" in remote.json()["detail"]
+    assert remote.status_code == 400  # the outbound guard (tests/chat/test_remote_images.py)
+    assert "cloud metadata address" in remote.json()["detail"]
     other = await new_user(sqlite_user.http)
     theirs = await upload(other, "theirs.png", PNG)
     stolen = await sqlite_user.post_chat(messages=[{"role": "user", "content": [

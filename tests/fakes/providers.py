@@ -23,6 +23,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from tests.fakes import embeddings
+
 # How long a "hanging" or "stalling" fake waits at most; `close()` releases it at once.
 _HANG_LIMIT = 30.0
 
@@ -274,6 +276,8 @@ class FakeOpenAI(FakeProvider):
     default_models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
     lead_frames: int = 1  # the role-only chunk
     send_usage: bool = True  # False: like a server that ignores stream_options
+    # `POST /v1/embeddings` answers this HTTP status (OpenAI's error JSON) instead of vectors.
+    embeddings_fail: int | None = None
 
     @property
     def api_base(self) -> str:
@@ -281,7 +285,37 @@ class FakeOpenAI(FakeProvider):
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v1/chat/completions", self.handle_stream),
-                web.get("/v1/models", self.handle_models)]
+                web.get("/v1/models", self.handle_models),
+                web.post("/v1/embeddings", self.handle_embeddings)]
+
+    @property
+    def embedded_texts(self) -> list[str]:
+        """Every text the embeddings endpoint was asked for, in order."""
+        return [text for r in self.requests if r.path == "/v1/embeddings"
+                and isinstance(r.json, dict) for text in r.json.get("input", [])]
+
+    async def handle_embeddings(self, request: web.Request) -> web.Response:
+        """OpenAI's wire format: {"model", "input": str | [str], "encoding_format",
+        "dimensions"?} → {"object": "list", "data": [{"object": "embedding", "index",
+        "embedding"}], "model", "usage"} (tests/fakes/embeddings.py makes the vectors)."""
+        rec = await self._record(request)
+        if self.embeddings_fail is not None:
+            return web.json_response(self.error_json(self.embeddings_fail, None),
+                                     status=self.embeddings_fail)
+        body = rec.json if isinstance(rec.json, dict) else {}
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not body.get("model"):
+            return web.json_response(self.error_json(400, "'input' and 'model' are required"),
+                                     status=400)
+        dims = int(body.get("dimensions") or embeddings.DIMENSIONS)
+        tokens = sum(len(str(t).split()) for t in texts)
+        # Answered in reverse order: `index` is what says which input a vector belongs to.
+        data = [{"object": "embedding", "index": i,
+                 "embedding": embeddings.vector(str(t), dims)} for i, t in enumerate(texts)]
+        return web.json_response({"object": "list", "data": data[::-1],
+                                  "model": body["model"],
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     def stream_frames(self, body: Any) -> list[bytes]:
         model = body.get("model", "gpt-4o-mini") if isinstance(body, dict) else "gpt-4o-mini"

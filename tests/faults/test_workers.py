@@ -237,6 +237,53 @@ async def test_sigkill_of_the_generating_worker_ends_readers_elsewhere_and_keeps
             ("user", "Tell me k1", None), ("assistant", text, "interrupted")]
 
 
+async def test_a_reply_with_files_keeps_its_citations_when_its_worker_is_killed(
+        workers: list[Worker]) -> None:
+    """SIGKILL mid-reply of a request with `files`: worker B closes the reply as interrupted
+    and the stored partial reply keeps the citations the client was sent first."""
+    a, b = workers
+    async with httpx.AsyncClient(base_url=a.url, timeout=30) as http:
+        client = await client_of(a, http)
+        conversation_id = await client.conversation()
+        uploaded = await http.post("/api/files", headers=client.headers, files={"file": (
+            "garden.md", b"# Garden\n\nTomatoes need six hours of sun a day.\n",
+            "text/markdown")})
+        assert uploaded.status_code == 201, uploaded.text
+        file_id = uploaded.json()["id"]
+        async with asyncio.timeout(20):
+            while True:  # polling the file's status, as a client does
+                status = (await http.get(f"/api/files/{file_id}",
+                                         headers=client.headers)).json()["status"]
+                if status != "processing":
+                    break
+                await asyncio.sleep(0.1)
+        assert status == "ready"
+        seen: list[SSE] = []
+        body = {"messages": [{"role": "user", "content": "How much sun do tomatoes need?"}],
+                "conversation_id": conversation_id, "request_id": "c1", "stream": True,
+                "files": [file_id]}
+        async with http.stream("POST", "/api/chat", headers=client.headers,
+                               json=body) as response:
+            events = sse_events(response)
+            while len(seen) < 3:
+                seen.append(await within(10, anext(events)))
+            a.process.send_signal(signal.SIGKILL)
+    sources = seen[0].data["sources"]
+    assert seen[0].data["type"] == "citations" and sources[0]["filename"] == "garden.md"
+    async with httpx.AsyncClient(base_url=b.url, timeout=30) as http_b:
+        # A reader on B finds the lease lapsed and closes the reply.
+        async with http_b.stream("GET", "/api/chat/c1/events",
+                                 headers={**client.headers, "Last-Event-ID": "3"}) as r:
+            rest = [event async for event in sse_events(r)]
+        assert (rest[-1].data["type"], rest[-1].data["code"]) == ("error", "interrupted")
+        stored = await http_b.get(f"/api/conversations/{conversation_id}",
+                                  headers=client.headers)
+        reply = stored.json()["messages"][-1]
+    assert (reply["role"], reply["status"]) == ("assistant", "interrupted")
+    assert reply["content"] and "".join(CHUNKS).startswith(reply["content"])
+    assert reply["citations"] == sources
+
+
 async def test_sigterm_during_five_replies_stores_all_and_every_client_sees_an_end(
         workers: list[Worker]) -> None:
     a, b = workers

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from models import Conversation, Message, User
+from models import Message, User
 from resolvers import auth, conversations, organize
 from resolvers.conversations import ConversationInput, MessageInput
 from resolvers.kit.errors import Conflict, NotFound, ValidationFailed
@@ -70,7 +70,7 @@ async def remove(services: Services, actor: User, conversation_id: str) -> None:
 
 @dataclasses.dataclass
 class Page:
-    items: list[Conversation]
+    items: list[conversations.ConversationView]
     has_next_page: bool
     end_cursor: str | None
     total_count: int

@@ -8,7 +8,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from resolvers import auth, conversations
-from resolvers.chat.events import ChatChunk, ChatError
+from resolvers.chat.events import ChatChunk, ChatCitations, ChatError
 from resolvers.conversations import ConversationInput, MessageInput
 from resolvers.services import Services
 
@@ -62,3 +62,40 @@ async def test_the_reader_that_triggers_the_close_does_not_cut_it(services: Serv
     assert [(m.role, m.content, m.status) for m in stored.messages][-1] == (
         "assistant", "Half", "interrupted")
     assert len(stored.messages) == 2  # stored once
+
+
+async def test_a_reply_closed_for_a_dead_worker_keeps_its_citations(services: Services) -> None:
+    """The worker died after the `citations` event and some text: the worker that closes the
+    reply stores the partial text with the sources the reply was given, as the dead one
+    would have."""
+    async with services.db.session() as session:
+        pair = await auth.register(session, services.security, username="cited",
+                                   email="cited@example.com", password="password123")
+        user = pair.user
+        await conversations.create(session, user, data=ConversationInput(
+            id="c2", title="t", model="m-lapsed",
+            messages=[MessageInput(content="what is in the manual?", role="user", id="u2")]))
+    chat, broker = services.chat, services.broker
+    chat.lease_seconds = 0.4
+    key = f"{user.id}/r2"
+    sources = [{"file_id": "f1", "filename": "manual.pdf", "snippet": "Press the red button",
+                "score": 1.5},
+               {"file_id": "f2", "filename": "notes.md", "snippet": "Never the blue one",
+                "score": 0.25}]
+    await broker.reply_start(key, owner_id=user.id, holder="a-worker-that-died",
+                             lease_seconds=0.2,
+                             meta={"conversation_id": "c2", "model": "m-lapsed",
+                                   "request_id": "r2"})
+    await broker.reply_append(key, ChatCitations(sources=sources, request_id="r2").to_log())
+    await broker.reply_append(key, ChatChunk(content="Press the red ", request_id="r2").to_log())
+    await broker.reply_append(key, ChatChunk(content="button [1]", request_id="r2").to_log())
+
+    events = [event async for _seq, event in chat.events(user, "r2")]
+    assert isinstance(events[0], ChatCitations) and events[0].sources == sources
+    assert isinstance(events[-1], ChatError) and events[-1].code == "interrupted"
+    async with services.db.session() as session:
+        stored = await conversations.get(session, user, conversation_id="c2")
+    reply = stored.messages[-1]
+    assert (reply.role, reply.content, reply.status) == (
+        "assistant", "Press the red button [1]", "interrupted")
+    assert reply.citations == sources

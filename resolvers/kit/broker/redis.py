@@ -226,6 +226,12 @@ class RedisBroker:
         if self._closed:
             raise BrokerClosed("broker is closed")
 
+    @property
+    def subscribed(self) -> bool:
+        """Connected and subscribed to every wanted channel: False from a lost connection
+        until the reader has subscribed again (messages published meanwhile are lost)."""
+        return self._ready and not self._closed
+
     # --- pub/sub ---
     async def publish(self, channel: str, message: Event) -> None:
         self._check_open()
