@@ -39,6 +39,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from models import User
 from resolvers import branches, chat, live, presence, titles, validation
 from resolvers.chat.events import ReplyEvent
+from resolvers.kit.broker import Subscription, decode_shared
 from resolvers.kit.clock import now_ms
 from resolvers.kit.errors import AppError, BadInput, Forbidden, ProviderTimeout, Unavailable
 from resolvers.services import Services
@@ -51,6 +52,8 @@ CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: the database is down while au
 # Bounds per socket: joined conversations and replies read at the same time.
 MAX_CONVERSATIONS = 100
 MAX_READERS = 32
+# Frames from broker listeners (typing, title updates) waiting for a slow client.
+SEND_BACKLOG = 256
 # Served after authentication, each by `Connection.on_<type>`.
 MESSAGE_TYPES = frozenset({"chat", "stop", "resume", "join", "typing", "regenerate", "edit"})
 
@@ -185,27 +188,55 @@ class Connection:
         self.settings = services.settings
         self.user: User | None = None
         self.connection_id = uuid.uuid4().hex
-        self.conversations: dict[str, asyncio.Task[None]] = {}  # joined → typing listener
+        # An idle socket holds no task of its own: what it hears (typing, title updates,
+        # revocation) reaches it through broker listeners, called in place; only a frame
+        # to send starts a short task. Thousands of idle sockets stay cheap.
+        self.conversations: dict[str, Subscription] = {}  # joined → typing listener
         # While the socket has named no conversation: the guide's bare typing of the user's
         # other sockets that named none either.
-        self.bare_typing: asyncio.Task[None] | None = None
+        self.bare_typing: Subscription | None = None
         # The user's conversation updates (generated titles), from authentication on.
-        self.updates: asyncio.Task[None] | None = None
+        self.updates: Subscription | None = None
         self.pending_joins: list[str] = []  # named before authentication
         self.readers: set[asyncio.Task[None]] = set()
         self.live: live.LiveSocket | None = None
         self.send_lock = asyncio.Lock()
         self.closed = False
+        self.deadline: asyncio.TimerHandle | None = None  # closes it unless authenticated
+        self.queued = 0  # frames from listeners not sent yet (bounded: SEND_BACKLOG)
 
     # --- sending ---
     async def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             return
+        await self.send_text(json.dumps(message, ensure_ascii=False))
+
+    async def send_text(self, text: str) -> None:
+        if self.closed:
+            return
         async with self.send_lock:
             try:
-                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+                await self.ws.send_text(text)
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self.closed = True
+
+    def send_soon(self, text: str) -> None:
+        """Send from a broker listener (not a coroutine): a short task, kept until done. The
+        send lock is first come first served, so frames leave in the order they came. A
+        client that does not read gets at most SEND_BACKLOG frames queued; later ones are
+        dropped (typing and title updates: the newest matter, and memory stays bounded)."""
+        if self.closed or self.queued >= SEND_BACKLOG:
+            return
+        self.queued += 1
+        task = asyncio.create_task(self._send_queued(text))
+        _SENDING.add(task)
+        task.add_done_callback(_SENDING.discard)
+
+    async def _send_queued(self, text: str) -> None:
+        try:
+            await self.send_text(text)
+        finally:
+            self.queued -= 1
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
@@ -223,7 +254,9 @@ class Connection:
         # GraphQL's WebSocket. This face keeps the frames and the close codes.
         async with live.session(self.services, on_revoked=self._revoked) as socket:
             self.live = socket
-            deadline = asyncio.create_task(self._auth_deadline())
+            # A timer, not a task: cancelled as soon as the socket authenticates.
+            self.deadline = asyncio.get_running_loop().call_later(
+                self.settings.ws_auth_timeout_seconds, self._auth_deadline)
             try:
                 joins = self.ws.query_params.getlist("conversation_id")
                 self.pending_joins = [cid for cid in joins if cid]
@@ -233,19 +266,26 @@ class Connection:
                 await self.receive_loop()
             finally:
                 self.closed = True
-                tasks = [deadline, *self.readers, *self.conversations.values()]
-                if self.bare_typing is not None:
-                    tasks.append(self.bare_typing)
-                if self.updates is not None:
-                    tasks.append(self.updates)
+                if self.deadline is not None:
+                    self.deadline.cancel()
+                listeners = [*self.conversations.values(), self.bare_typing, self.updates]
+                self.conversations, self.bare_typing, self.updates = {}, None, None
+                for listener in listeners:
+                    if listener is not None:
+                        with contextlib.suppress(Exception):  # a broker outage
+                            await listener.aclose()
+                tasks = list(self.readers)
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _auth_deadline(self) -> None:
-        await asyncio.sleep(self.settings.ws_auth_timeout_seconds)
-        if self.user is None:
-            await self.close(CLOSE_UNAUTHENTICATED, "authentication timeout")
+    def _auth_deadline(self) -> None:
+        self.deadline = None
+        if self.user is None and not self.closed:
+            task = asyncio.create_task(
+                self.close(CLOSE_UNAUTHENTICATED, "authentication timeout"))
+            _SENDING.add(task)
+            task.add_done_callback(_SENDING.discard)
 
     async def _revoked(self, reason: str) -> None:
         await self.send(error("unauthenticated", f"Token {reason}"))
@@ -268,6 +308,9 @@ class Connection:
             return False
         first = self.user is None
         self.user = user
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
         joins, self.pending_joins = self.pending_joins, []
         for conversation_id in joins:
             try:
@@ -277,17 +320,15 @@ class Connection:
         if first and not self.conversations:
             await self._listen_bare_typing(user)
         if first:
-            subscription = titles.subscribe_updates(self.services.broker, user)
-            await subscription.ready()  # live before auth_ok: no title is missed after it
-            self.updates = asyncio.create_task(self._forward_updates(subscription))
+            self.updates = titles.subscribe_updates(self.services.broker, user,
+                                                    on_message=self._heard_update)
+            await self.updates.ready()  # live before auth_ok: no title is missed after it
         return True
 
-    async def _forward_updates(self, subscription: Any) -> None:
-        try:
-            async for event in titles.updates(subscription):
-                await self.send(event.to_wire())
-        finally:
-            await subscription.aclose()
+    def _heard_update(self, text: str) -> None:
+        frame = _update_frame(text)
+        if frame is not None:
+            self.send_soon(frame)
 
     async def receive_loop(self) -> None:
         limit = self.settings.ws_max_message_bytes
@@ -438,30 +479,54 @@ class Connection:
             return
         if len(self.conversations) >= MAX_CONVERSATIONS:
             raise BadInput(f"At most {MAX_CONVERSATIONS} conversations per connection")
-        subscription = presence.subscribe_typing(self.services.broker, self.user,
-                                                 conversation_id=conversation_id)
-        await subscription.ready()  # live before we answer: nothing typed later is missed
-        self.conversations[conversation_id] = asyncio.create_task(
-            self._forward_typing(subscription))
-        if self.bare_typing is not None:  # it has named a conversation now
-            self.bare_typing.cancel()
-            self.bare_typing = None
+        listener = presence.subscribe_typing(self.services.broker, self.user,
+                                             conversation_id=conversation_id,
+                                             on_message=self._heard_typing)
+        self.conversations[conversation_id] = listener
+        try:
+            await listener.ready()  # live before we answer: nothing typed later is missed
+        except BaseException:
+            self.conversations.pop(conversation_id, None)
+            raise
+        bare, self.bare_typing = self.bare_typing, None
+        if bare is not None:  # it has named a conversation now
+            await bare.aclose()
 
     async def _listen_bare_typing(self, user: User) -> None:
-        subscription = presence.subscribe_typing(self.services.broker, user,
-                                                 conversation_id=None)
-        await subscription.ready()
-        self.bare_typing = asyncio.create_task(self._forward_typing(subscription))
-
-    async def _forward_typing(self, subscription: Any) -> None:
+        listener = presence.subscribe_typing(self.services.broker, user, conversation_id=None,
+                                             on_message=self._heard_typing)
+        self.bare_typing = listener
         try:
-            async for event in presence.others(subscription, self.connection_id):
-                frame = {"type": "user_typing", "user_id": event["user_id"]}
-                if event.get("conversation_id") is not None:
-                    frame["conversation_id"] = event["conversation_id"]
-                await self.send({**frame, "timestamp": event["timestamp"]})
-        finally:
-            await subscription.aclose()
+            await listener.ready()
+        except BaseException:
+            self.bare_typing = None
+            raise
+
+    def _heard_typing(self, text: str) -> None:
+        sender, frame = _typing_frame(text)
+        if sender != self.connection_id:  # never its own typing
+            self.send_soon(frame)
+
+
+def _user_typing(event: dict[str, Any]) -> tuple[str | None, str]:
+    """A typing event → (the sending connection, the `user_typing` frame's text)."""
+    frame = {"type": "user_typing", "user_id": event["user_id"]}
+    if event.get("conversation_id") is not None:
+        frame["conversation_id"] = event["conversation_id"]
+    text = json.dumps({**frame, "timestamp": event["timestamp"]}, ensure_ascii=False)
+    return event.get("connection_id"), text
+
+
+def _conversation_updated(message: dict[str, Any]) -> str | None:
+    event = titles.update_of(message)
+    return None if event is None else json.dumps(event.to_wire(), ensure_ascii=False)
+
+
+# Decoded and encoded once per message, however many sockets of the user hear it.
+_typing_frame = decode_shared(_user_typing)
+_update_frame = decode_shared(_conversation_updated)
+# Sends started by listeners, held until done (the loop keeps only weak references).
+_SENDING: set[asyncio.Task[None]] = set()
 
 
 @router.websocket("/ws/{user_id}")

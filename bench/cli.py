@@ -20,7 +20,7 @@ from bench import peers, procs, report
 from bench import search as search_figure
 
 FIGURES = ("rest", "graphql", "stream", "persist", "sidebar", "connections", "fanout",
-           "embedded", "search", "retrieval")
+           "memory", "embedded", "search", "retrieval")
 # Optional, never in the default run: `peers` installs nothing itself (`make bench-peers` does)
 # and brings `stream` and `sidebar` along, so our rows stand beside the peers' (bench/peers.py).
 OPTIONAL = ("peers",)
@@ -45,11 +45,13 @@ class Plan:
     fanout_subscribers: int
     fanout_rounds: int
     embedded_runs: int
+    memory_rounds: int = 10
+    memory_idle: float = 60.0  # seconds of idleness before the last RSS reading
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(1.5, 0.5, (1, 50, 200), 60, (1000, 5000), 1000, 4, 2)
+            return cls(1.5, 0.5, (1, 50, 200), 60, (1000, 5000), 1000, 4, 2, 5, 20.0)
         return cls(3.0, 1.0, (1, 50, 200), 100, (1000, 5000), 1000, 10, 4)
 
 
@@ -252,6 +254,8 @@ class Run:
                 self.connections(db, ctx)
             if "fanout" in figures and db == self.args.db[0]:
                 self.fanout(db, ctx)
+            if "memory" in figures and db == self.args.db[0]:
+                self.memory(db, ctx)
             if "search" in figures:
                 search_figure.figure(self, db, base, server.pid, url, data_dir)
             self.stop(server)
@@ -449,6 +453,38 @@ class Run:
         self.add("fanout", db, "WS /ws compat", "typing", n, self.load.run(
             {"kind": "fanout", "url": url, "n": n, "rounds": self.plan.fanout_rounds,
              "message": {"conversation_id": conv}}))
+
+    def memory(self, db: str, ctx: dict[str, Any]) -> None:
+        """RSS idle, after each round of 1,000 streamed replies (SSE `/api/chat`, c=50, the
+        0 ms model, no conversation: the reply logs and everything a reply leaves behind),
+        and after `memory_idle` seconds without load."""
+        reader: Account = ctx["reader"]
+        pid = ctx["pid"]
+        self.settle(pid)
+        time.sleep(1.0)
+        idle = procs.rss_kib(pid)
+        spec = {"kind": "sse", "concurrency": 50, "count": 1000, "url": f"{ctx['base']}/api/chat",
+                "server_pid": pid,
+                "headers": {"Authorization": f"Bearer {reader.token}"},
+                "body": {"messages": [{"role": "user", "content": "Say hi"}],
+                         "model": "bench-0ms", "stream": True, "max_tokens": REPLY_TOKENS},
+                "marker": '"chat_chunk"', "done": '"chat_complete"'}
+        rounds: list[float] = []
+        errors = 0
+        samples: list[str] = []
+        for _ in range(self.plan.memory_rounds):
+            result = self.load.run(spec) if self.load else {}
+            errors += int(result.get("errors") or 0)
+            samples += (result.get("error_samples") or [])[:3 - len(samples)]
+            self.settle(pid)
+            rounds.append(round(procs.rss_kib(pid) / 1024, 1))
+        time.sleep(self.plan.memory_idle)
+        after = round(procs.rss_kib(pid) / 1024, 1)
+        self.add("memory", db, "SSE /api/chat", "RSS", 50, {
+            "rss_idle_mib": round(idle / 1024, 1), "rss_rounds_mib": rounds,
+            "rss_after_idle_mib": after, "idle_wait_s": self.plan.memory_idle,
+            "growth": round(rounds[-1] / rounds[0], 2), "back": round(after * 1024 / idle, 2),
+            "replies": 1000 * len(rounds), "errors": errors, "error_samples": samples})
 
     def embedded(self) -> None:
         self.say("embedded model: through the server, then llama-cpp-python directly")

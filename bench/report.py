@@ -33,9 +33,11 @@ STREAM_TARGETS: dict[tuple[str, str, int], tuple[float, float | None]] = {
 # Stored replies (`conversation_id`) with their real-time push, c=50, SQLite: replies/s, no
 # errors, and every reply a client saw complete found in the database afterwards.
 PERSIST_RPS = 150.0
-FANOUT_P99_MS = 100.0
+FANOUT_P99_MS = 50.0
 SEARCH_P99_MS = 50.0
-WS_KIB_PER_CONN = 40.0
+WS_KIB_PER_CONN = 25.0
+# RSS after the last round ≤ this × after the first; after the idle wait ≤ this × idle.
+MEMORY_GROWTH = 1.3
 EMBEDDED_RATIO = 0.9
 
 
@@ -107,6 +109,14 @@ def evaluate(rows: list[dict[str, Any]]) -> None:
         elif figure == "connections" and row.get("kib_per_conn") is not None:
             _verdict(row, f"≤ {WS_KIB_PER_CONN:.0f} KiB/conn",
                      row["kib_per_conn"] <= WS_KIB_PER_CONN, None)
+        elif figure == "memory" and row.get("rss_rounds_mib"):
+            rounds = row["rss_rounds_mib"]
+            growth = rounds[-1] / rounds[0]
+            back = row["rss_after_idle_mib"] / row["rss_idle_mib"]
+            row["growth"], row["back"] = round(growth, 2), round(back, 2)
+            _verdict(row, f"last/first round ≤ {MEMORY_GROWTH}×, after idle ≤ {MEMORY_GROWTH}× "
+                     "idle", growth <= MEMORY_GROWTH and back <= MEMORY_GROWTH
+                     and not row.get("errors"), None)
         elif figure == "embedded" and face == "server SSE":
             direct = _find(rows, figure="embedded", face="llama-cpp direct")
             ratio = (row["tokens_per_s"] / direct["tokens_per_s"]) if direct and direct.get(
@@ -150,6 +160,12 @@ def _other(row: dict[str, Any]) -> str:
     if row.get("kib_per_conn") is not None:
         bits.append(f"{row['kib_per_conn']} KiB/conn, RSS {row['rss_before_mib']}→"
                     f"{row['rss_mib']} MiB, held {row['held']}")
+    if row.get("rss_rounds_mib"):
+        rounds = row["rss_rounds_mib"]
+        bits.append(f"RSS idle {row['rss_idle_mib']} MiB, after round 1 {rounds[0]}, round "
+                    f"{len(rounds)} {rounds[-1]} ({row.get('growth', '?')}×), after "
+                    f"{row['idle_wait_s']:.0f} s idle {row['rss_after_idle_mib']} "
+                    f"({row.get('back', '?')}× idle)")
     if row.get("subscribers"):
         bits.append(f"{row['n']} receipts, missed {row.get('missed', 0)}, "
                     f"max {row.get('max_ms')} ms")

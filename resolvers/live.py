@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +31,7 @@ from resolvers.kit.errors import AppError, Forbidden, Unavailable
 
 if TYPE_CHECKING:
     from models import ApiKey, User
-    from resolvers.kit.broker import Broker
+    from resolvers.kit.broker import Broker, Subscription
     from resolvers.kit.db import Database
     from resolvers.kit.security import Security
     from resolvers.services import Services
@@ -124,13 +125,21 @@ OnRevoked = Callable[[str], Awaitable[None]]
 
 
 class LiveSocket:
-    """One long-lived connection: who it is, and the watcher that ends it when that stops
-    being true. Made by `session()`."""
+    """One long-lived connection: who it is, and what ends it when that stops being true.
+    Made by `session()`.
+
+    An idle socket must cost little (thousands stay open for hours), so the watch holds no
+    task: a broker listener on the user's revocation channel (`Subscription` with
+    `on_message`, called in place by the broker) and one timer for the credential's expiry.
+    Only when one of them fires does a task run `on_revoked`.
+    """
 
     def __init__(self, services: Services, on_revoked: OnRevoked) -> None:
         self._services = services
         self._on_revoked = on_revoked
-        self._watcher: asyncio.Task[None] | None = None
+        self._listener: Subscription | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._revoking: asyncio.Task[None] | None = None
         self.user: User | None = None
         self.token: str | None = None
         self.key: ApiKey | None = None  # when the socket signed in with an API key
@@ -139,7 +148,7 @@ class LiveSocket:
         """The token's user, checked with a short session; Unauthenticated (or UserGone) when
         the token is not valid, Forbidden when it belongs to another user than `user_id`.
 
-        May be called again on the same socket (a refreshed token): the new token's watcher
+        May be called again on the same socket (a refreshed token): the new token's watch
         replaces the old one.
         """
         services = self._services
@@ -153,8 +162,7 @@ class LiveSocket:
         assert token is not None  # auth.authenticate refuses a missing token
         self.user, self.token, self.key = user, token, caller.key
         await self._stop_watching()
-        self._watcher = asyncio.create_task(self._watch(token, caller.key),
-                                            name="live authorization")
+        await self._watch(token, caller.key)
         return user
 
     def require(self, *scopes: keys.Scope) -> None:
@@ -162,19 +170,94 @@ class LiveSocket:
         keys.require(self.key, scopes)
 
     async def _watch(self, token: str, key: ApiKey | None) -> None:
+        """Listen for the credential's revocation, then check it once more (a logout that
+        landed between the authentication and the listener being live is not missed), and
+        set the expiry timer. The same decisions as `wait_until_caller_revoked`."""
         services = self._services
-        reason = await wait_until_caller_revoked(services.broker, services.db,
-                                                 services.security, token, key)
-        log.info("closing a live socket: token %s", reason)
-        await self._on_revoked(reason)
+        applies: Callable[[dict[str, Any]], bool]
+        if key is not None:
+            key_id = key.id
+            user_id = key.user_id
+            expires_at = None if key.expires_at is None else key.expires_at / 1000
+            applies = lambda message: _applies_to_key(message, key_id)  # noqa: E731
+        else:
+            try:
+                claims = services.security.decode_access_token(token)
+            except AppError:
+                self._revoke(EXPIRED)
+                return
+            user_id, expires_at, generation = claims.user_id, claims.expires_at, \
+                claims.generation
+            applies = lambda message: _applies(message, generation)  # noqa: E731
+
+        def heard(text: str) -> None:
+            message = json.loads(text)
+            if applies(message):
+                self._revoke(str(message.get("reason") or REVOKED))
+
+        listener = services.broker.subscribe(revocation_channel(user_id), on_message=heard)
+        self._listener = listener
+        try:
+            await listener.ready()
+        except Exception:
+            # The broker is down: the socket stays open (its authentication just succeeded),
+            # unwatched, as before this listener existed; logged rather than failing it.
+            log.warning("could not listen for revocations of a live socket", exc_info=True)
+            return
+        reason = await _still_valid(services, token, key)
+        if reason is not None:
+            self._revoke(reason)
+        elif expires_at is not None:
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(expires_at - time.time(), 0), self._revoke, EXPIRED)
+
+    def _revoke(self, reason: str) -> None:
+        if self._revoking is not None:
+            return  # once per socket
+
+        async def close() -> None:
+            log.info("closing a live socket: token %s", reason)
+            await self._on_revoked(reason)
+
+        self._revoking = asyncio.create_task(close(), name="live revocation")
 
     async def _stop_watching(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None and watcher is not asyncio.current_task():
-            watcher.cancel()
-            # A broker outage in the watcher must not fail the socket's teardown.
+        listener, self._listener = self._listener, None
+        expiry, self._expiry = self._expiry, None
+        revoking, self._revoking = self._revoking, None
+        if expiry is not None:
+            expiry.cancel()
+        if listener is not None:
+            # A broker outage must not fail the socket's teardown.
+            with contextlib.suppress(Exception):
+                await listener.aclose()
+        if revoking is not None and revoking is not asyncio.current_task():
+            revoking.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher
+                await revoking
+
+
+async def _still_valid(services: Services, token: str, key: ApiKey | None) -> str | None:
+    """None while the credential still authorizes its socket, else why not."""
+    if key is not None:
+        try:
+            async with services.db.session() as session:
+                await keys.still_valid(session, key.id)
+        except AppError:
+            return REVOKED
+        return None
+    try:
+        async with services.db.session() as session:  # short: the socket holds no session
+            await auth.authenticate(session, services.security, token)
+    except auth.UserGone:
+        return "deleted"
+    except Unavailable:
+        # The database is down: not a revocation. The socket authenticated a moment ago,
+        # and no logout can commit while the database is down.
+        return None
+    except AppError:
+        return REVOKED
+    return None
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ from resolvers.kit.clock import now_ms
 
 if TYPE_CHECKING:
     from models import User
-    from resolvers.kit.broker import Broker, Subscription
+    from resolvers.kit.broker import Broker, OnMessage, Subscription
 
 
 def typing_channel(user_id: str, conversation_id: str | None) -> str:
@@ -39,13 +39,15 @@ async def publish_typing(broker: Broker, actor: User, *, conversation_id: str | 
     return event
 
 
-def subscribe_typing(broker: Broker, actor: User, *,
-                     conversation_id: str | None) -> Subscription:
+def subscribe_typing(broker: Broker, actor: User, *, conversation_id: str | None,
+                     on_message: OnMessage | None = None) -> Subscription:
     """The raw subscription (enter it with `async with`); filter with `others()`.
-    `conversation_id=None`: typing of the actor's connections that are in no conversation."""
+    `conversation_id=None`: typing of the actor's connections that are in no conversation.
+    With `on_message`, a listener (see `Subscription`): it gets each event's JSON text and
+    must skip its own connection's events itself."""
     if conversation_id is not None:
         validation.identifier(conversation_id, field="conversation_id")
-    return broker.subscribe(typing_channel(actor.id, conversation_id))
+    return broker.subscribe(typing_channel(actor.id, conversation_id), on_message=on_message)
 
 
 async def others(subscription: Subscription,

@@ -25,7 +25,7 @@ from resolvers.llm.registry import ProviderRegistry, UnknownModel
 
 if TYPE_CHECKING:
     from models import User
-    from resolvers.kit.broker import Broker, Subscription
+    from resolvers.kit.broker import Broker, OnMessage, Subscription
     from resolvers.kit.db import Database
 
 log = logging.getLogger("chat_studio.titles")
@@ -85,17 +85,27 @@ async def publish_updated(broker: Broker, user_id: str, event: ConversationUpdat
     await broker.publish(updates_channel(user_id), event.to_wire())
 
 
-def subscribe_updates(broker: Broker, actor: User) -> Subscription:
+def subscribe_updates(broker: Broker, actor: User, *,
+                      on_message: OnMessage | None = None) -> Subscription:
     """The raw subscription to the actor's conversation updates (enter with `async with`
-    or `await ready()`); read it with `updates()`."""
-    return broker.subscribe(updates_channel(actor.id))
+    or `await ready()`); read it with `updates()`, or give `on_message` for a listener (see
+    `Subscription`) and decode each message with `update_of()`."""
+    return broker.subscribe(updates_channel(actor.id), on_message=on_message)
+
+
+def update_of(message: dict[str, Any]) -> ConversationUpdated | None:
+    """A message of the updates channel → its event (None: not one this version knows)."""
+    if message.get("type") != ConversationUpdated.type:
+        return None
+    return ConversationUpdated(conversation_id=str(message["conversation_id"]),
+                               title=str(message["title"]))
 
 
 async def updates(subscription: Subscription) -> AsyncIterator[ConversationUpdated]:
     async for message in subscription:
-        if message.get("type") == ConversationUpdated.type:
-            yield ConversationUpdated(conversation_id=str(message["conversation_id"]),
-                                      title=str(message["title"]))
+        event = update_of(message)
+        if event is not None:
+            yield event
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +28,7 @@ from resolvers.kit.broker import (
     ReplyClosed,
     ReplyExists,
     ReplyNotFound,
+    decode_shared,
     make_broker,
 )
 from resolvers.kit.broker.redis import RedisBroker
@@ -212,6 +214,47 @@ async def test_slow_subscriber_loses_oldest_messages_not_the_publisher(make: Fac
         assert await nothing_arrives(slow)
 
 
+async def test_listeners_hear_each_message_in_place_and_share_its_text(broker: Broker) -> None:
+    """A listener (on_message) costs no buffer or task: the broker calls it with the JSON
+    text; every listener of the channel gets the same text, one failing listener does not
+    stop the others, and a closed listener hears nothing more."""
+    heard: dict[str, list[str]] = {"a": [], "b": [], "other": []}
+
+    def failing(_text: str) -> None:
+        raise RuntimeError("a broken listener")
+
+    a = broker.subscribe("typing:l1", on_message=heard["a"].append)
+    broken = broker.subscribe("typing:l1", on_message=failing)
+    b = broker.subscribe("typing:l1", on_message=heard["b"].append)
+    other = broker.subscribe("typing:l2", on_message=heard["other"].append)
+    for listener in (a, broken, b, other):
+        await listener.ready()
+    await broker.publish("typing:l1", {"type": "user_typing", "user_id": "u1"})
+    await broker.publish("typing:l1", {"n": 2})
+    await wait_until(lambda: len(heard["a"]) == 2 and len(heard["b"]) == 2)
+    assert [json.loads(t) for t in heard["a"]] == [{"type": "user_typing", "user_id": "u1"},
+                                                  {"n": 2}]
+    assert all(x is y for x, y in zip(heard["a"], heard["b"], strict=True))
+    assert heard["other"] == []
+
+    decoded: list[Any] = []
+
+    def times_ten(event: Event) -> int:
+        decoded.append(event)
+        return int(event["n"]) * 10
+
+    decode = decode_shared(times_ten)
+    assert decode(heard["a"][1]) == decode(heard["b"][1]) == 20
+    assert len(decoded) == 1  # once per message, however many listeners ask
+
+    await a.aclose()
+    await broker.publish("typing:l1", {"n": 3})
+    await wait_until(lambda: len(heard["b"]) == 3)
+    assert len(heard["a"]) == 2
+    for listener in (broken, b, other):
+        await listener.aclose()
+
+
 # --- reply logs ---
 
 
@@ -292,6 +335,36 @@ async def test_finished_log_expires_after_the_grace_period(make: Factory) -> Non
         await broker.reply_append("r4", chunk(3))
     await broker.reply_start("r4", owner_id="u2")  # the id is free again
     assert await broker.reply_owner("r4") == "u2"
+
+
+async def test_a_packed_log_replays_exactly_and_an_idle_broker_forgets_expired_logs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory backend packs closed logs and sweeps on a timer: a reader in the middle of
+    a log, a resume and a late reader see every event once, in order, across the packing;
+    and an expired log is gone with no further call (an idle server gives memory back)."""
+    monkeypatch.setattr(MemoryBroker, "SWEEP_SECONDS", 0.05)
+    monkeypatch.setattr(MemoryBroker, "PACK_AFTER_SECONDS", 0.0)
+    broker = MemoryBroker(retention_seconds=1)
+    try:
+        await broker.reply_start("p1", owner_id="u1")
+        for i in range(1, 6):
+            await broker.reply_append("p1", chunk(i))
+        await broker.reply_append("p1", {"type": "chat_complete", "text": "a\nb"},
+                                  terminal=True)
+        expected = [(i, chunk(i)) for i in range(1, 6)]
+        expected.append((6, {"type": "chat_complete", "text": "a\nb"}))
+        reader = broker.reply_events("p1")
+        first = [await anext(reader), await anext(reader)]  # paused mid-log
+        await wait_until(lambda: broker._logs["p1"].packed is not None)
+        rest = [item async for item in reader]
+        assert first + rest == expected
+        assert await collect(broker, "p1", after=3) == expected[3:]
+        assert await collect(broker, "p1") == expected
+        info = await broker.reply_info("p1")
+        assert info is not None and info.last_seq == 6 and info.closed
+        await wait_until(lambda: not broker._logs, within=3)
+    finally:
+        await broker.aclose()
 
 
 async def test_reader_of_a_dead_producer_ends_when_the_log_expires(make: Factory) -> None:

@@ -12,17 +12,19 @@ from resolvers.kit.broker.base import (
     Broker,
     BrokerClosed,
     Event,
+    OnMessage,
     ReplyClosed,
     ReplyExists,
     ReplyInfo,
     ReplyNotFound,
     Subscription,
+    decode_shared,
 )
 from resolvers.kit.broker.memory import MemoryBroker
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "Broker", "BrokerClosed", "Event", "MemoryBroker",
-           "ReplyClosed", "ReplyExists", "ReplyInfo", "ReplyNotFound", "Subscription",
-           "make_broker"]
+           "OnMessage", "ReplyClosed", "ReplyExists", "ReplyInfo", "ReplyNotFound",
+           "Subscription", "decode_shared", "make_broker"]
 
 
 def make_broker(

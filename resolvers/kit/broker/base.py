@@ -35,13 +35,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 Event = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_SECONDS = 300
 # Long enough for the slowest generation; short enough that a crashed producer's log does
@@ -96,6 +99,26 @@ def check_durations(retention_seconds: float, open_ttl_seconds: float) -> None:
 
 
 SubscriptionHook = Callable[["Subscription"], Awaitable[None]]
+T = TypeVar("T")
+
+
+def decode_shared(transform: Callable[[Event], T]) -> Callable[[str], T]:
+    """`transform(json.loads(text))`, computed once per message for all the listeners that
+    call the returned function: the backend hands each listener of a channel the same `str`
+    object, so the last result is kept by that object's identity. The result is shared:
+    treat it as read-only."""
+    last: list[Any] = [None, None]  # [text, result]; the text is held, so `is` is safe
+
+    def decode(text: str) -> T:
+        if last[0] is not text:
+            last[1] = transform(json.loads(text))
+            last[0] = text
+        result: T = last[1]
+        return result
+
+    return decode
+# A listener (`subscribe(channel, on_message=...)`): called with each message's JSON text.
+OnMessage = Callable[[str], None]
 
 
 class Subscription:
@@ -113,6 +136,13 @@ class Subscription:
     `__anext__` also calls it, but then a message published before that call can be
     missed), and `await sub.aclose()` when done: an unclosed subscription keeps its slot.
     Iteration ends after `aclose()` or when the broker closes.
+
+    A *listener* (`on_message` given) is not iterated: the backend calls
+    `on_message(json_text)` synchronously for each message, with no buffer and no task of
+    its own — what a connection that lives for hours and hears a message a day should cost.
+    Every listener of a channel gets the same `str` object per message, so a listener may
+    decode it once for all (see `decode_shared`). A listener must not block; an exception
+    it raises is logged and does not reach the publisher or other listeners.
     """
 
     def __init__(
@@ -122,20 +152,24 @@ class Subscription:
         buffer: int,
         on_open: SubscriptionHook | None,
         on_close: SubscriptionHook,
+        on_message: OnMessage | None = None,
     ) -> None:
         if buffer < 1:
             raise ValueError("subscriber buffer must hold at least one message")
         self.channel = channel
         # Messages dropped because this subscriber fell `buffer` messages behind.
         self.dropped = 0
-        # Raw JSON, decoded on the way out: each subscriber gets its own copy.
-        self._pending: deque[str] = deque(maxlen=buffer)
-        self._wakeup = asyncio.Event()
+        self._buffer = buffer
+        self._on_message = on_message
+        # Raw JSON, decoded on the way out: each subscriber gets its own copy. Made on the
+        # first message (a listener never has one): an idle subscription costs no buffer.
+        self._pending: deque[str] | None = None
+        self._wakeup: asyncio.Event | None = None
         self._on_open = on_open
         self._on_close = on_close
         self._live = on_open is None
         self._closed = False
-        self._open_lock = asyncio.Lock()
+        self._open_lock: asyncio.Lock | None = None
 
     @property
     def closed(self) -> bool:
@@ -152,6 +186,8 @@ class Subscription:
             return self
         if self._closed:
             raise BrokerClosed("subscription is closed")
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
         async with self._open_lock:
             if not self._live and self._on_open is not None:
                 try:
@@ -174,22 +210,35 @@ class Subscription:
         """Queue one message (JSON text); never blocks. Called by the backend."""
         if self._closed:
             return
+        if self._on_message is not None:
+            try:
+                self._on_message(raw)
+            except Exception:
+                log.exception("a listener of %s failed", self.channel)
+            return
+        if self._pending is None:
+            self._pending = deque(maxlen=self._buffer)
         if len(self._pending) == self._pending.maxlen:
             self.dropped += 1  # the deque drops the oldest one itself
         self._pending.append(raw)
-        self._wakeup.set()
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     def _end(self) -> None:
         """Stop iteration (used by aclose and by the broker's shutdown)."""
         self._closed = True
-        self._pending.clear()
-        self._wakeup.set()
+        if self._pending is not None:
+            self._pending.clear()
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     # --- consumer side ---
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Event:
+        if self._on_message is not None:
+            raise TypeError("a listener subscription is not iterated")
         if not self._live and not self._closed:
             await self.ready()
         while True:
@@ -198,6 +247,8 @@ class Subscription:
             if self._pending:
                 message: Event = json.loads(self._pending.popleft())
                 return message
+            if self._wakeup is None:
+                self._wakeup = asyncio.Event()
             self._wakeup.clear()
             await self._wakeup.wait()
 
@@ -217,12 +268,13 @@ class Broker(Protocol):
     # --- fire-and-forget pub/sub (typing, stop signals, live-auth revocations) ---
     async def publish(self, channel: str, message: Event) -> None: ...
 
-    def subscribe(self, channel: str) -> Subscription:
+    def subscribe(self, channel: str, *, on_message: OnMessage | None = None) -> Subscription:
         """Messages published on `channel` after the subscription is live, until closed.
 
         The returned `Subscription` is an async iterator and an async context manager;
         `async with broker.subscribe(ch) as sub:` is live (on every worker) when the block
-        starts. See `Subscription` for use without `async with`.
+        starts. See `Subscription` for use without `async with`. With `on_message`, a
+        listener: each message's JSON text is handed to it instead (see `Subscription`).
         """
         ...
 

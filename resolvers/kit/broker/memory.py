@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from resolvers.kit.broker.base import (
     DEFAULT_SUBSCRIBER_BUFFER,
     BrokerClosed,
     Event,
+    OnMessage,
     ReplyClosed,
     ReplyExists,
     ReplyInfo,
@@ -30,7 +32,13 @@ class _ReplyLog:
     owner_id: str
     # time.monotonic() deadline: open_ttl after the last append, retention once closed.
     expires_at: float
+    # A closed log is packed (`pack()`) once its readers have had time to read it: its events
+    # then live in `packed`, and `events` is a fresh empty list. Readers hold their own
+    # reference to the list they read (`entries()`), so packing never cuts one short.
     events: list[str] = field(default_factory=list)
+    packed: bytes | None = None
+    count: int = 0  # events appended (the last seq)
+    closed_at: float = 0.0
     closed: bool = False
     meta: str = "{}"  # JSON, so each reader gets its own copy (as with Redis)
     holder: str | None = None  # the lease's holder; None: not leased (or closed)
@@ -44,13 +52,31 @@ class _ReplyLog:
         waiter, self.changed = self.changed, asyncio.Event()
         waiter.set()
 
+    def entries(self) -> list[str]:
+        """Every event so far, as JSON text (a closed log's list never changes)."""
+        if self.packed is None:
+            return self.events
+        return zlib.decompress(self.packed).decode().split("\n")
+
+    def pack(self) -> None:
+        # JSON text never holds a raw newline (encode() escapes it): one joins them all.
+        # A reply's chunks repeat their type and request id, so they compress ~10×.
+        self.packed = zlib.compress("\n".join(self.events).encode(), 1)
+        self.events = []
+
 
 class MemoryBroker:
     """In-process broker for a single worker. Nothing here crosses process boundaries.
 
-    Expiry is lazy: a log past its deadline is dropped when it is next looked up and by a
-    sweep that `reply_start` runs at most once a second — no timers or tasks to leak.
+    Expiry: a log past its deadline is dropped when it is next looked up, and by a sweep
+    that runs on a timer while any log is kept (no task to leak; `aclose` cancels it), so
+    that a server that goes idle after a burst of replies gives their memory back. The
+    sweep also packs each log closed for `PACK_AFTER_SECONDS` (a compressed copy: what a
+    late reader or a resume after reconnecting needs, at a tenth of the memory).
     """
+
+    SWEEP_SECONDS = 5.0
+    PACK_AFTER_SECONDS = 5.0
 
     def __init__(
         self,
@@ -66,6 +92,7 @@ class MemoryBroker:
         self._channels: dict[str, set[Subscription]] = {}
         self._logs: dict[str, _ReplyLog] = {}
         self._next_sweep = 0.0
+        self._sweeper: asyncio.TimerHandle | None = None
         self._connections = 0
         self._closed = False
 
@@ -80,11 +107,12 @@ class MemoryBroker:
         for sub in tuple(self._channels.get(channel, ())):
             sub._deliver(raw)
 
-    def subscribe(self, channel: str) -> Subscription:
+    def subscribe(self, channel: str, *, on_message: OnMessage | None = None) -> Subscription:
         self._check_open()
         # Registered right here, synchronously: live before the caller can publish.
         sub = Subscription(
-            channel, buffer=self.subscriber_buffer, on_open=None, on_close=self._unsubscribe
+            channel, buffer=self.subscriber_buffer, on_open=None, on_close=self._unsubscribe,
+            on_message=on_message,
         )
         self._channels.setdefault(channel, set()).add(sub)
         return sub
@@ -112,6 +140,23 @@ class MemoryBroker:
         self._next_sweep = now + 1.0
         for reply_id in [r for r, log in self._logs.items() if now >= log.expires_at]:
             self._logs.pop(reply_id).notify()
+        for log in self._logs.values():
+            if log.closed and log.packed is None and now >= log.closed_at + \
+                    self.PACK_AFTER_SECONDS:
+                log.pack()
+
+    def _tick(self) -> None:
+        self._sweeper = None
+        if self._closed:
+            return
+        self._next_sweep = 0.0
+        self._sweep()
+        self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        if self._sweeper is None and self._logs and not self._closed:
+            self._sweeper = asyncio.get_running_loop().call_later(self.SWEEP_SECONDS,
+                                                                  self._tick)
 
     async def reply_start(self, reply_id: str, *, owner_id: str, meta: Event | None = None,
                           holder: str | None = None,
@@ -126,6 +171,7 @@ class MemoryBroker:
             meta=encode(meta or {}), holder=holder, leased=holder is not None,
             lease_until=now + lease_seconds,
         )
+        self._schedule_sweep()
 
     @staticmethod
     def _lapsed(log: _ReplyLog) -> bool:
@@ -157,7 +203,7 @@ class MemoryBroker:
         if log is None:
             return None
         meta: Event = json.loads(log.meta)
-        return ReplyInfo(owner_id=log.owner_id, meta=meta, last_seq=len(log.events),
+        return ReplyInfo(owner_id=log.owner_id, meta=meta, last_seq=log.count,
                          closed=log.closed, lease_lapsed=self._lapsed(log))
 
     async def reply_append(self, reply_id: str, event: Event, *, terminal: bool = False) -> int:
@@ -171,14 +217,16 @@ class MemoryBroker:
         # No await between reading and growing the list: concurrent appends from several
         # tasks cannot get the same number.
         log.events.append(raw)
+        log.count += 1
         if terminal:
             log.closed = True
             log.holder = None
-            log.expires_at = time.monotonic() + self.retention_seconds
+            log.closed_at = time.monotonic()
+            log.expires_at = log.closed_at + self.retention_seconds
         else:
             log.expires_at = time.monotonic() + self.open_ttl_seconds
         log.notify()
-        return len(log.events)
+        return log.count
 
     async def reply_owner(self, reply_id: str) -> str | None:
         self._check_open()
@@ -199,11 +247,13 @@ class MemoryBroker:
             return
         seq = max(after, 0)
         while True:
-            while seq < len(log.events):
-                event: Event = json.loads(log.events[seq])
+            # Our own reference: the log may be packed while we wait at a `yield`.
+            events = log.entries()
+            while seq < len(events):
+                event: Event = json.loads(events[seq])
                 seq += 1
                 yield seq, event
-                if log.closed and seq == len(log.events):
+                if log.closed and seq == len(events):
                     return  # the terminal event is always the log's last
             if log.closed or self._closed or self._logs.get(reply_id) is not log:
                 return
@@ -231,6 +281,9 @@ class MemoryBroker:
         if self._closed:
             return
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for subs in list(self._channels.values()):
             for sub in list(subs):
                 sub._end()

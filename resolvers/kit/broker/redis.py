@@ -44,6 +44,7 @@ from resolvers.kit.broker.base import (
     DEFAULT_SUBSCRIBER_BUFFER,
     BrokerClosed,
     Event,
+    OnMessage,
     ReplyClosed,
     ReplyExists,
     ReplyInfo,
@@ -236,13 +237,14 @@ class RedisBroker:
         self._check_open()
         await self._redis.publish(self._channel(channel), encode(message))
 
-    def subscribe(self, channel: str) -> Subscription:
+    def subscribe(self, channel: str, *, on_message: OnMessage | None = None) -> Subscription:
         self._check_open()
         return Subscription(
             self._channel(channel),
             buffer=self.subscriber_buffer,
             on_open=self._open_subscription,
             on_close=self._close_subscription,
+            on_message=on_message,
         )
 
     async def _open_subscription(self, sub: Subscription) -> None:
