@@ -11,7 +11,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,16 +57,6 @@ class Plan:
 # ---------------------------------------------------------------- small HTTP client for seeding
 
 
-def call(method: str, url: str, body: Any = None, token: str | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=60) as resp:
-        return json.loads(resp.read() or b"null")
-
-
 @dataclass
 class Account:
     username: str
@@ -76,9 +65,9 @@ class Account:
 
 
 def register(base: str, name: str) -> Account:
-    pair = call("POST", f"{base}/api/auth/register",
+    pair = procs.call("POST", f"{base}/api/auth/register",
                 {"username": name, "email": f"{name}@bench.example", "password": PASSWORD})
-    me = call("GET", f"{base}/api/auth/me", token=pair["access_token"])
+    me = procs.call("GET", f"{base}/api/auth/me", token=pair["access_token"])
     return Account(name, pair["access_token"], me["id"])
 
 
@@ -220,7 +209,7 @@ class Run:
                                       health="/health")
             self.say(f"{db}: server pid {server.pid} at {base}; seeding")
             reader, writer = register(base, f"reader_{db}"), register(base, f"writer_{db}")
-            ids = [call("POST", f"{base}/api/conversations", conversation_body(i, 20),
+            ids = [procs.call("POST", f"{base}/api/conversations", conversation_body(i, 20),
                         token=reader.token)["id"] for i in range(50)]
             ctx = {"base": base, "pid": server.pid, "reader": reader, "writer": writer,
                    "conversation": ids[len(ids) // 2]}
@@ -365,7 +354,7 @@ class Run:
         c = PERSIST_CONCURRENCY
         for face in ("WS /ws compat", "SSE /api/chat"):
             user = register(base, f"persist_{db}_{'ws' if face.startswith('WS') else 'sse'}")
-            ids = [call("POST", f"{base}/api/conversations", conversation_body(i, 2),
+            ids = [procs.call("POST", f"{base}/api/conversations", conversation_body(i, 2),
                         token=user.token)["id"] for i in range(c)]
             if face.startswith("WS"):
                 spec: dict[str, Any] = {
@@ -383,7 +372,7 @@ class Run:
             self.settle(pid)  # replies the client gave up on finish (and are stored) first
             stored = 0
             for cid in ids:
-                doc = call("GET", f"{base}/api/conversations/{cid}", token=user.token)
+                doc = procs.call("GET", f"{base}/api/conversations/{cid}", token=user.token)
                 stored += sum(1 for m in doc["messages"] if m["role"] == "assistant"
                               and m.get("status") == "complete")
             result["stored_messages"] = stored
@@ -396,7 +385,8 @@ class Run:
         base, pid = ctx["base"], ctx["pid"]
         owner = register(base, f"sidebar_{db}")
         for i in range(SIDEBAR_CONVERSATIONS):
-            call("POST", f"{base}/api/conversations", conversation_body(i, 2), token=owner.token)
+            procs.call("POST", f"{base}/api/conversations", conversation_body(i, 2),
+                       token=owner.token)
         bearer = {"Authorization": f"Bearer {owner.token}"}
         query = (f"{{ conversations(first: {SIDEBAR_PAGE}) {{ edges {{ node {{ id title "
                  "updatedAt createdAt } } } }")

@@ -178,16 +178,6 @@ def _start(run: Run, name: str, cmd: list[str], env: dict[str, str], health: str
     return proc
 
 
-def call(method: str, url: str, body: Any = None, token: str | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=60) as resp:
-        return json.loads(resp.read() or b"null")
-
-
 def start_litellm(run: Run, data_dir: Path) -> tuple[PeerProc, str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "litellm.yaml"
@@ -357,7 +347,7 @@ def openwebui_figure(run: Run, stream_ops: list[tuple[str, list[int]]]) -> None:
     proc = None
     try:
         proc, base = start_openwebui(run, run.tmp / "openwebui")
-        token = call("POST", f"{base}/api/v1/auths/signup",
+        token = procs.call("POST", f"{base}/api/v1/auths/signup",
                      {"name": "Bench", "email": OWUI_EMAIL, "password": OWUI_PASSWORD})["token"]
         seed_chats(base, token)
         for c in SIDEBAR_LEVELS:
@@ -396,12 +386,12 @@ def seed_chats(base: str, token: str) -> None:
         reply = {"id": reply_id, "parentId": user_id, "childrenIds": [], "role": "assistant",
                  "content": f"Message 1 of conversation {i}: " + "lorem ipsum dolor sit " * 5,
                  "timestamp": now, "model": "bench-0ms", "done": True}
-        call("POST", f"{base}/api/v1/chats/new", {"chat": {
+        procs.call("POST", f"{base}/api/v1/chats/new", {"chat": {
             "title": f"Bench conversation {i}", "models": ["bench-0ms"],
             "messages": [user, reply],
             "history": {"messages": {user_id: user, reply_id: reply}, "currentId": reply_id},
             "tags": [], "timestamp": now * 1000}}, token=token)
-    page = call("GET", f"{base}/api/v1/chats/?page=1", token=token)
+    page = procs.call("GET", f"{base}/api/v1/chats/?page=1", token=token)
     if len(page) != 60:
         raise RuntimeError(f"Open WebUI's ?page=1 answered {len(page)} chats, not 60")
 

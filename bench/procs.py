@@ -231,3 +231,13 @@ def pg_available() -> bool:
         return True
     except Exception:
         return False
+
+
+def call(method: str, url: str, body: Any = None, token: str | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        return json.loads(resp.read() or b"null")

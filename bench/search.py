@@ -107,7 +107,8 @@ def index_size(db: str, url: str, data_dir: Path) -> dict[str, float]:
 
 
 def figure(run: Run, db: str, base: str, pid: int, url: str, data_dir: Path) -> None:
-    from bench.cli import call, register
+    from bench.cli import register
+    from bench.procs import call
 
     searcher: Account = register(base, f"searcher_{db}")
     neighbour: Account = register(base, f"neighbour_{db}")

@@ -126,10 +126,16 @@ class HTTPProvider:
     async def get_json(self, url: str, *, headers: dict[str, str],
                        params: dict[str, str] | None = None) -> Any:
         """GET a JSON document (model lists); failures raise ProviderError."""
+        return await self.request_json("GET", url, headers=headers, params=params)
+
+    async def request_json(self, method: str, url: str, *, headers: dict[str, str],
+                           params: dict[str, str] | None = None, body: Any = None) -> Any:
+        """One JSON request and its JSON answer (model lists, embeddings); failures raise
+        ProviderError."""
         session = self._get_session()
         try:
-            async with session.get(url, headers=headers, params=params,
-                                   timeout=self._timeout) as resp:
+            async with session.request(method, url, headers=headers, params=params, json=body,
+                                       timeout=self._timeout) as resp:
                 if resp.status >= 400:
                     raise await self.http_error(resp)
                 return await resp.json(content_type=None)

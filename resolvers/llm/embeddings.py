@@ -15,10 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
-
-from ._http import HTTPProvider, describe
-from .base import ProviderError
+from ._http import HTTPProvider
 
 
 class Embeddings(HTTPProvider):
@@ -47,19 +44,8 @@ class Embeddings(HTTPProvider):
                                 "encoding_format": "float"}
         if self.dimensions:
             body["dimensions"] = self.dimensions
-        session = self._get_session()
-        try:
-            async with session.post(f"{self.base_url}/embeddings", json=body,
-                                    headers=self._headers(), timeout=self._timeout) as resp:
-                if resp.status >= 400:
-                    raise await self.http_error(resp)
-                answer = await resp.json(content_type=None)
-        except ProviderError:
-            raise
-        except TimeoutError as exc:
-            raise self.error(f"{self.label} did not answer in time", timeout=True) from exc
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise self.error(f"{self.label} request failed: {describe(exc)}") from exc
+        answer = await self.request_json("POST", f"{self.base_url}/embeddings",
+                                         headers=self._headers(), body=body)
         with self.unexpected_shape():
             rows = sorted(answer["data"], key=lambda row: int(row["index"]))
             vectors = [[float(x) for x in row["embedding"]] for row in rows]
