@@ -138,11 +138,34 @@ CHAT_MUTATION = ('mutation { chat(input: {messages: [{role: user, content: "Hi"}
                  "{ content } }")
 
 
+async def test_a_signed_in_user_is_known_from_the_cache_during_an_outage(
+        own_postgres: OwnPostgres, tmp_path: Path) -> None:
+    """With the user cache (the default), a token checked moments ago is still known while the
+    database is down: /me answers from the cache; what needs the database is still a 503."""
+    settings = make_settings(tmp_path, database_url=own_postgres.url, user_cache_seconds=60)
+    with LiveServer.running(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            client = await new_client(server, http)  # its /me puts the user in the cache
+            headers = bearer(client.token)
+            own_postgres.kill()
+            try:
+                me = await timed(http.get("/api/auth/me", headers=headers))
+                assert me.status_code == 200 and me.json()["id"] == client.user_id, me.text
+                assert_unavailable("list", await timed(
+                    http.get("/api/conversations", headers=headers)))
+            finally:
+                own_postgres.start()
+            # Recovered before the server stops (the outage log state is per process).
+            assert (await wait_healthy(http))["database"] == "up"
+
+
 async def test_postgres_down_answers_503_everywhere_then_recovers(
         own_postgres: OwnPostgres, provider_fakes: FakeThread, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    settings = make_settings(tmp_path, database_url=own_postgres.url,
+    # The database path of every request: no per-process user cache (with it, a token check
+    # and /me are answered from the cache during an outage — the test below).
+    settings = make_settings(tmp_path, database_url=own_postgres.url, user_cache_seconds=0,
                              **fake_openai(provider_fakes))
     with LiveServer.running(settings) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
