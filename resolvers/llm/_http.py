@@ -5,7 +5,7 @@ concurrent streams in our measurements; aiohttp's didn't). The timeouts are aioh
 `connect` bounds DNS, TCP and TLS set-up (and, on a session with a connection limit, the wait
 for a free connection: an injected session should have no or a high limit), and `sock_read`
 bounds each read from the socket, i.e. both the wait for the response headers and every gap
-between two chunks. Both surface as `TimeoutError`, which `upstream_stream` turns into
+between two chunks. Both surface as `TimeoutError`, which `upstream_batches` turns into
 ProviderError(timeout=True).
 """
 
@@ -15,14 +15,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import aiohttp
 
-from .base import Finished, ModelInfo, ProviderError, StopSignal
+from .base import Finished, ModelInfo, ProviderError, StopSignal, TextChunk
 
 logger = logging.getLogger("chat_studio.llm")
 
@@ -146,15 +146,32 @@ class HTTPProvider:
         except (aiohttp.ClientError, ValueError) as exc:
             raise self.error(f"{self.label} request failed: {describe(exc)}") from exc
 
-    async def upstream_stream(
-        self, url: str, *, headers: dict[str, str], body: dict[str, Any], stop: StopSignal
-    ) -> AsyncGenerator[SSEEvent, None]:
-        """`upstream_batches`, one event at a time."""
+    async def coalesced(
+        self, url: str, *, headers: dict[str, str], body: dict[str, Any], stop: StopSignal,
+        read: Callable[[SSEEvent, list[str]], bool],
+    ) -> AsyncGenerator[TextChunk, None]:
+        """The reply's text, one TextChunk per batch of `upstream_batches`: tokens that arrived
+        together leave together. `read` takes one event of the provider's wire format, appends
+        its text to the list and answers True when the format says the reply ended. When `read`
+        raises, the text before the failure still leaves first (it is part of the reply)."""
         batches = self.upstream_batches(url, headers=headers, body=body, stop=stop)
         async with contextlib.aclosing(batches):
             async for batch in batches:
-                for event in batch:
-                    yield event
+                texts: list[str] = []
+                ended = False
+                try:
+                    for event in batch:
+                        if read(event, texts):
+                            ended = True
+                            break
+                except Exception:
+                    if texts:
+                        yield TextChunk("".join(texts))
+                    raise
+                if texts:
+                    yield TextChunk("".join(texts))
+                if ended or stop.is_set:
+                    return
 
     async def upstream_batches(
         self, url: str, *, headers: dict[str, str], body: dict[str, Any], stop: StopSignal

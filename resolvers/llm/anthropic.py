@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ._http import HTTPProvider
+from ._http import HTTPProvider, SSEEvent
 from .base import (
     ChatMessage,
     Finished,
@@ -23,7 +23,6 @@ from .base import (
     ModelInfo,
     StopSignal,
     StreamItem,
-    TextChunk,
     ToolCall,
 )
 
@@ -79,66 +78,60 @@ class AnthropicProvider(HTTPProvider):
         chunks = 0
         finished = False
         calls: dict[int, list[str]] = {}  # content block index → [id, name, input JSON]
-        batches = self.upstream_batches(f"{self.base_url}/v1/messages", headers=self._headers(),
-                                      body=self.build_body(request), stop=stop)
+
+        def read(event: SSEEvent, texts: list[str]) -> bool:
+            nonlocal prompt_tokens, completion_tokens, stop_reason, chunks, finished
+            doc = self.parse_json(event.data)
+            kind = doc.get("type") or event.event
+            if kind == "message_start":
+                usage = (doc.get("message") or {}).get("usage") or {}
+                prompt_tokens = _int(usage.get("input_tokens")) or prompt_tokens
+                completion_tokens = _int(usage.get("output_tokens"))
+            elif kind == "content_block_start":
+                block = doc.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    calls[int(doc.get("index") or 0)] = [
+                        str(block.get("id") or ""),
+                        str(block.get("name") or ""), ""]
+            elif kind == "content_block_delta":
+                delta = doc.get("delta") or {}
+                text = delta.get("text")
+                if delta.get("type") == "text_delta" \
+                        and isinstance(text, str) and text:
+                    chunks += 1
+                    texts.append(text)
+                elif delta.get("type") == "input_json_delta":
+                    call = calls.get(int(doc.get("index") or 0))
+                    if call is not None:
+                        call[2] += str(delta.get("partial_json") or "")
+            elif kind == "message_delta":
+                stop_reason = ((doc.get("delta") or {}).get("stop_reason")
+                               or stop_reason)
+                usage = doc.get("usage") or {}
+                if _int(usage.get("output_tokens")) is not None:
+                    completion_tokens = _int(usage.get("output_tokens"))
+                if _int(usage.get("input_tokens")):
+                    prompt_tokens = (_int(usage.get("input_tokens"))
+                                     or prompt_tokens)
+            elif kind == "message_stop":
+                finished = True
+                return True
+            elif kind == "error":
+                err = doc.get("error") or {}
+                detail = err.get("message") or err.get("type") or "failed"
+                raise self.error(
+                    f"{self.label} error: {detail}",
+                    status=529 if err.get("type") == "overloaded_error"
+                    else None)
+            # ping, content_block_start/stop and future event types: no text
+            return False
+
         with self.unexpected_shape():
-            async with contextlib.aclosing(batches):
-                async for batch in batches:
-                    # The text of every event already here leaves as one chunk.
-                    texts: list[str] = []
-                    try:
-                        for event in batch:
-                            doc = self.parse_json(event.data)
-                            kind = doc.get("type") or event.event
-                            if kind == "message_start":
-                                usage = (doc.get("message") or {}).get("usage") or {}
-                                prompt_tokens = _int(usage.get("input_tokens")) or prompt_tokens
-                                completion_tokens = _int(usage.get("output_tokens"))
-                            elif kind == "content_block_start":
-                                block = doc.get("content_block") or {}
-                                if block.get("type") == "tool_use":
-                                    calls[int(doc.get("index") or 0)] = [
-                                        str(block.get("id") or ""),
-                                        str(block.get("name") or ""), ""]
-                            elif kind == "content_block_delta":
-                                delta = doc.get("delta") or {}
-                                text = delta.get("text")
-                                if delta.get("type") == "text_delta" \
-                                        and isinstance(text, str) and text:
-                                    chunks += 1
-                                    texts.append(text)
-                                elif delta.get("type") == "input_json_delta":
-                                    call = calls.get(int(doc.get("index") or 0))
-                                    if call is not None:
-                                        call[2] += str(delta.get("partial_json") or "")
-                            elif kind == "message_delta":
-                                stop_reason = ((doc.get("delta") or {}).get("stop_reason")
-                                               or stop_reason)
-                                usage = doc.get("usage") or {}
-                                if _int(usage.get("output_tokens")) is not None:
-                                    completion_tokens = _int(usage.get("output_tokens"))
-                                if _int(usage.get("input_tokens")):
-                                    prompt_tokens = (_int(usage.get("input_tokens"))
-                                                     or prompt_tokens)
-                            elif kind == "message_stop":
-                                finished = True
-                                break
-                            elif kind == "error":
-                                err = doc.get("error") or {}
-                                detail = err.get("message") or err.get("type") or "failed"
-                                raise self.error(
-                                    f"{self.label} error: {detail}",
-                                    status=529 if err.get("type") == "overloaded_error"
-                                    else None)
-                            # ping, content_block_start/stop and future event types: no text
-                    except Exception:
-                        if texts:  # what came before the failure is part of the reply
-                            yield TextChunk("".join(texts))
-                        raise
-                    if texts:
-                        yield TextChunk("".join(texts))
-                    if finished or stop.is_set:
-                        break
+            reply = self.coalesced(f"{self.base_url}/v1/messages", headers=self._headers(),
+                                   body=self.build_body(request), stop=stop, read=read)
+            async with contextlib.aclosing(reply):
+                async for chunk in reply:
+                    yield chunk
         # output_tokens arrives with message_delta at the end; until then message_start's
         # placeholder (1) is all we have, so a stopped reply counts its chunks.
         done = self.finished(stopped=stop.is_set, complete=finished,

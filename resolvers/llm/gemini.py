@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import quote
 
-from ._http import HTTPProvider
+from ._http import HTTPProvider, SSEEvent
 from .base import (
     ChatMessage,
     Finished,
@@ -25,7 +25,6 @@ from .base import (
     ModelInfo,
     StopSignal,
     StreamItem,
-    TextChunk,
     ToolCall,
 )
 
@@ -81,60 +80,54 @@ class GeminiProvider(HTTPProvider):
         calls: list[ToolCall] = []
         url = (f"{self.base_url}/v1beta/models/{quote(request.model, safe='')}"
                ":streamGenerateContent?alt=sse")
-        batches = self.upstream_batches(url, headers=self._headers(),
-                                      body=self.build_body(request), stop=stop)
+
+        def read(event: SSEEvent, texts: list[str]) -> bool:
+            nonlocal prompt_tokens, completion_tokens, finish_reason, chunks
+            doc = self.parse_json(event.data)
+            if "error" in doc:
+                err = doc["error"] if isinstance(doc["error"], dict) else {}
+                raise self.error(
+                    f"{self.label} error: {err.get('message') or 'failed'}",
+                    status=_int(err.get("code")))
+            usage = doc.get("usageMetadata")
+            if isinstance(usage, dict):
+                prompt_tokens = (_int(usage.get("promptTokenCount"))
+                                 or prompt_tokens)
+                if _int(usage.get("candidatesTokenCount")) is not None:
+                    completion_tokens = _int(usage.get("candidatesTokenCount"))
+            candidates = doc.get("candidates") or []
+            first = (candidates[0] if candidates
+                     and isinstance(candidates[0], dict) else {})
+            for part in (first.get("content") or {}).get("parts") or ():
+                call = (part.get("functionCall") if isinstance(part, dict)
+                        else None)
+                if isinstance(call, dict) and call.get("name"):
+                    # Gemini gives calls no id: make one (the result names
+                    # it back).
+                    calls.append(ToolCall(
+                        id=f"call_{uuid.uuid4().hex[:24]}",
+                        name=str(call["name"]),
+                        arguments=json.dumps(call.get("args") or {})))
+                    continue
+                text = part.get("text") if isinstance(part, dict) else None
+                # "thought" parts are the model's hidden reasoning
+                if isinstance(text, str) and text and not part.get("thought"):
+                    chunks += 1
+                    texts.append(text)
+            if first.get("finishReason"):
+                finish_reason = str(first["finishReason"])
+            blocked = (doc.get("promptFeedback") or {}).get("blockReason")
+            if blocked and not candidates:
+                raise self.error(f"{self.label} refused the prompt: {blocked}",
+                                 status=400)
+            return False
+
         with self.unexpected_shape():
-            async with contextlib.aclosing(batches):
-                async for batch in batches:
-                    # The text of every event already here leaves as one chunk.
-                    texts: list[str] = []
-                    try:
-                        for event in batch:
-                            doc = self.parse_json(event.data)
-                            if "error" in doc:
-                                err = doc["error"] if isinstance(doc["error"], dict) else {}
-                                raise self.error(
-                                    f"{self.label} error: {err.get('message') or 'failed'}",
-                                    status=_int(err.get("code")))
-                            usage = doc.get("usageMetadata")
-                            if isinstance(usage, dict):
-                                prompt_tokens = (_int(usage.get("promptTokenCount"))
-                                                 or prompt_tokens)
-                                if _int(usage.get("candidatesTokenCount")) is not None:
-                                    completion_tokens = _int(usage.get("candidatesTokenCount"))
-                            candidates = doc.get("candidates") or []
-                            first = (candidates[0] if candidates
-                                     and isinstance(candidates[0], dict) else {})
-                            for part in (first.get("content") or {}).get("parts") or ():
-                                call = (part.get("functionCall") if isinstance(part, dict)
-                                        else None)
-                                if isinstance(call, dict) and call.get("name"):
-                                    # Gemini gives calls no id: make one (the result names
-                                    # it back).
-                                    calls.append(ToolCall(
-                                        id=f"call_{uuid.uuid4().hex[:24]}",
-                                        name=str(call["name"]),
-                                        arguments=json.dumps(call.get("args") or {})))
-                                    continue
-                                text = part.get("text") if isinstance(part, dict) else None
-                                # "thought" parts are the model's hidden reasoning
-                                if isinstance(text, str) and text and not part.get("thought"):
-                                    chunks += 1
-                                    texts.append(text)
-                            if first.get("finishReason"):
-                                finish_reason = str(first["finishReason"])
-                            blocked = (doc.get("promptFeedback") or {}).get("blockReason")
-                            if blocked and not candidates:
-                                raise self.error(f"{self.label} refused the prompt: {blocked}",
-                                                 status=400)
-                    except Exception:
-                        if texts:  # what came before the failure is part of the reply
-                            yield TextChunk("".join(texts))
-                        raise
-                    if texts:
-                        yield TextChunk("".join(texts))
-                    if stop.is_set:
-                        break
+            reply = self.coalesced(url, headers=self._headers(),
+                                   body=self.build_body(request), stop=stop, read=read)
+            async with contextlib.aclosing(reply):
+                async for chunk in reply:
+                    yield chunk
         # candidatesTokenCount may lag the text: a stopped reply counts its chunks.
         done = self.finished(stopped=stop.is_set, complete=finish_reason is not None,
                              prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,

@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ._http import HTTPProvider
+from ._http import HTTPProvider, SSEEvent
 from .base import (
     ChatMessage,
     Finished,
@@ -25,7 +25,6 @@ from .base import (
     ModelInfo,
     StopSignal,
     StreamItem,
-    TextChunk,
     ToolCall,
 )
 
@@ -88,49 +87,42 @@ class OpenAIProvider(HTTPProvider):
         chunks = 0
         done = False
         calls: dict[int, list[str]] = {}  # index → [id, name, arguments so far]
-        batches = self.upstream_batches(f"{self.base_url}/chat/completions",
-                                        headers=self._headers(), body=self.build_body(request),
-                                        stop=stop)
+
+        def read(event: SSEEvent, texts: list[str]) -> bool:
+            nonlocal prompt_tokens, completion_tokens, finish_reason, chunks, done
+            if event.data.strip() == "[DONE]":
+                done = True
+                return True
+            chunk = self.parse_json(event.data)
+            if "error" in chunk:  # compatible servers report failures in-stream
+                raise self.error(
+                    f"{self.label} error: {_in_stream_error(chunk)}")
+            usage = chunk.get("usage")
+            if isinstance(usage, dict):
+                prompt_tokens = _int(usage.get("prompt_tokens"), prompt_tokens)
+                completion_tokens = _int(usage.get("completion_tokens"),
+                                         completion_tokens)
+            for choice in chunk.get("choices") or ():
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta") or {}
+                text = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(text, str) and text:
+                    chunks += 1
+                    texts.append(text)
+                for call in (delta.get("tool_calls") or ()
+                             if isinstance(delta, dict) else ()):
+                    _add_call_delta(calls, call)
+                if choice.get("finish_reason"):
+                    finish_reason = str(choice["finish_reason"])
+            return False
+
         with self.unexpected_shape():
-            async with contextlib.aclosing(batches):
-                async for batch in batches:
-                    # The text of every event already here leaves as one chunk.
-                    texts: list[str] = []
-                    try:
-                        for event in batch:
-                            if event.data.strip() == "[DONE]":
-                                done = True
-                                break
-                            chunk = self.parse_json(event.data)
-                            if "error" in chunk:  # compatible servers report failures in-stream
-                                raise self.error(
-                                    f"{self.label} error: {_in_stream_error(chunk)}")
-                            usage = chunk.get("usage")
-                            if isinstance(usage, dict):
-                                prompt_tokens = _int(usage.get("prompt_tokens"), prompt_tokens)
-                                completion_tokens = _int(usage.get("completion_tokens"),
-                                                         completion_tokens)
-                            for choice in chunk.get("choices") or ():
-                                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                                    continue
-                                delta = choice.get("delta") or {}
-                                text = delta.get("content") if isinstance(delta, dict) else None
-                                if isinstance(text, str) and text:
-                                    chunks += 1
-                                    texts.append(text)
-                                for call in (delta.get("tool_calls") or ()
-                                             if isinstance(delta, dict) else ()):
-                                    _add_call_delta(calls, call)
-                                if choice.get("finish_reason"):
-                                    finish_reason = str(choice["finish_reason"])
-                    except Exception:
-                        if texts:  # what came before the failure is part of the reply
-                            yield TextChunk("".join(texts))
-                        raise
-                    if texts:
-                        yield TextChunk("".join(texts))
-                    if done or stop.is_set:
-                        break
+            reply = self.coalesced(f"{self.base_url}/chat/completions", headers=self._headers(),
+                                   body=self.build_body(request), stop=stop, read=read)
+            async with contextlib.aclosing(reply):
+                async for chunk in reply:
+                    yield chunk
         finished = self.finished(stopped=stop.is_set, complete=done,
                                  prompt_tokens=prompt_tokens,
                                  completion_tokens=completion_tokens, chunks=chunks,
